@@ -1,0 +1,150 @@
+"""One camera's outgoing path: newest frame -> mask -> encode -> seal -> publish.
+
+Runs in its own named thread beside the camera's capture thread. Fail closed: a frame that
+cannot be masked is dropped, never sent; a camera without a share region sends nothing.
+The camera's content key is rotated every epoch and announced, wrapped for each recipient,
+in a retained message signed by the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent import crypto
+from agent.camera import CameraState, CaptureThread
+from agent.config import CameraConfig
+from agent.encode import Encoder
+from agent.envelope import key_announcement, seal_frame
+from agent.errors import AgentError
+from agent.privacy import ShareMask
+from agent.protocol import FrameHeader, Topics
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, int, bool], bool]
+Sign = Callable[[dict[str, object]], bytes]
+
+
+@dataclass
+class Epoch:
+    """The current content key of a camera and its frame counter."""
+
+    id: int
+    key: bytes
+    sealer: crypto.FrameSealer
+    started: float
+    seq: int = 0
+
+
+class CameraPipeline(threading.Thread):
+    """Takes the newest frame at most ``fps`` times a second and sends it out masked."""
+
+    def __init__(self, cam: CameraConfig, capture: CaptureThread, encoder: Encoder,
+                 topics: Topics, recipients: dict[str, bytes], publish: Publish, sign: Sign,
+                 next_seq: Callable[[], int], key_rotation: float,
+                 wall: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name=f"pipeline-{cam.id}", daemon=True)
+        self.cam = cam
+        self.capture = capture
+        self.mask = ShareMask(cam.share)
+        self.encoder = encoder
+        self.topics = topics
+        self.recipients = recipients
+        self.frames_out = 0
+        self.mask_failures = 0
+        self.heartbeat_at = clock()
+        self.epoch: Epoch | None = None
+        self.announcement: bytes | None = None
+        """The signed key announcement of the current epoch (re-sent after reconnects)."""
+        self._publish, self._sign, self._next_seq = publish, sign, next_seq
+        self._rotation = key_rotation
+        self._wall, self._clock = wall, clock
+        self._stop_event = threading.Event()
+        self._logged: set[str] = set()
+
+    @property
+    def sending(self) -> bool:
+        """True when this camera may send pixels at all."""
+        return self.cam.mode != "off" and self.mask.valid
+
+    def state(self) -> tuple[CameraState, str]:
+        """The camera's reported state and, if not streaming, why."""
+        if self.cam.mode == "off":
+            return CameraState.OFF, "sharing is off for this camera"
+        if not self.mask.valid:
+            return CameraState.MASKED_OFF, self.cam.share_error or "no share region"
+        stats = self.capture.stats
+        if stats.state is CameraState.STREAMING and self._clock() - stats.last_frame_at > 5:
+            return CameraState.STALLED, "no new frame for more than 5 s"
+        return stats.state, stats.last_error
+
+    def stop(self) -> None:
+        """Ask the thread to end; join() it afterwards."""
+        self._stop_event.set()
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("camera %s: %s", self.cam.id, message)
+
+    def rotate(self) -> None:
+        """Start a new epoch: fresh content key, announced (retained) for every recipient."""
+        wall_ms = int(self._wall() * 1000)
+        epoch_id = max(wall_ms, (self.epoch.id + 1) if self.epoch else 0)
+        key = crypto.new_content_key()
+        body = key_announcement(self.topics.agent, self.cam.id, epoch_id, key, self.recipients,
+                                wall_ms, self._next_seq())
+        self.epoch = Epoch(epoch_id, key, crypto.FrameSealer(key), self._clock())
+        self.announcement = self._sign(body)
+        self._publish(self.topics.keys(self.cam.id), self.announcement, 1, True)
+        log.info("camera %s: new key epoch %d for %s", self.cam.id, epoch_id,
+                 ", ".join(sorted(self.recipients)))
+
+    def process(self, frame: object, at_wall: float) -> bytes | None:
+        """Mask, encode and seal one frame; return the wire bytes, or None if not shareable."""
+        if self.epoch is None:
+            return None
+        try:
+            masked = self.mask.apply(frame, crop=self.cam.crop)  # type: ignore[arg-type]
+            src_h, src_w = frame.shape[:2]  # type: ignore[attr-defined]
+            roi = self.mask.bbox_for(src_w, src_h) if self.cam.crop else (0, 0, src_w, src_h)
+            enc = self.encoder.encode(masked)
+        except AgentError as exc:
+            self.mask_failures += 1
+            self._log_once(f"mask:{exc}", f"{exc}; video from this camera is withheld")
+            return None
+        epoch = self.epoch
+        epoch.seq += 1
+        header = FrameHeader(agent=self.topics.agent, camera=self.cam.id, epoch=epoch.id,
+                             seq=epoch.seq, ts_ms=int(at_wall * 1000), codec=enc.codec,
+                             keyframe=enc.keyframe, width=enc.width, height=enc.height,
+                             src=(src_w, src_h), roi=roi)
+        return seal_frame(epoch.sealer, header, enc.data)
+
+    def run(self) -> None:
+        if not self.sending:
+            reason = self.state()[1]
+            self._log_once("off", f"no video will be sent ({reason})")
+            return
+        interval = 1.0 / self.cam.fps
+        seen = 0
+        next_due = self._clock()
+        while not self._stop_event.is_set():
+            self.heartbeat_at = self._clock()
+            if self.epoch is None or self._clock() - self.epoch.started >= self._rotation:
+                self.rotate()
+            got = self.capture.latest.get_newer(seen, timeout=1.0)
+            if got is None:
+                continue
+            seen, frame, _at = got
+            payload = self.process(frame, self._wall())
+            if payload is not None and self._publish(self.topics.live(self.cam.id), payload,
+                                                     0, False):
+                self.frames_out += 1
+            next_due = max(next_due + interval, self._clock())
+            self._stop_event.wait(max(0.0, next_due - self._clock()))

@@ -1,0 +1,240 @@
+"""MQTT transport: a small wrapper over paho-mqtt 2.x.
+
+TLS with CA verification (and optional client certificate), MQTT 5 or 3.1.1, a retained
+will, automatic reconnect with capped backoff. paho's callbacks only record state and hand
+incoming messages to a bounded queue; nothing slow runs on paho's network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.errors import BrokerError, ConfigError
+
+log = logging.getLogger(__name__)
+
+INBOX_LIMIT = 256
+QUEUED_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the broker is and how to reach it."""
+
+    host: str
+    port: int
+    tls: bool
+    url: str
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """Parse ``mqtts://host[:port]`` (default 8883) or ``mqtt://host[:port]`` (1883)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"broker.url: {url!r} is not a valid URL; "
+                              "expected mqtts://host:port") from exc
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(f"broker.url: {url!r} is not valid; expected mqtts://host:port")
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883), tls, url)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """CA bundle to verify the broker, and an optional client certificate and key."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message received from the broker."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def _describe_connect_error(addr: BrokerAddress, exc: BaseException) -> str:
+    where = f"broker {addr.url}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"{where}: its TLS certificate is not trusted ({exc.verify_message}); check "
+                "broker.ca_file is the Command Centre's CA")
+    if isinstance(exc, ssl.SSLError):
+        return f"{where}: the TLS handshake failed ({exc.reason}); check the port is the TLS one"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where}: connection refused; check the host and port and that the broker runs"
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"{where}: no answer (timed out); check the network and firewall"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: host name not found; check broker.url"
+    if isinstance(exc, OSError):
+        return f"{where}: cannot connect ({exc.strerror or exc.__class__.__name__})"
+    return f"{where}: cannot connect ({exc.__class__.__name__})"
+
+
+class MqttTransport:
+    """Keeps one MQTT connection up and offers publish / subscribe.
+
+    Args:
+        birth: called after every (re)connect; returns the ``(topic, payload)`` pairs to
+            publish retained (the signed "online" state, current key announcements).
+        will: ``(topic, payload)`` the broker publishes, retained, if we vanish.
+    """
+
+    def __init__(self, addr: BrokerAddress, client_id: str, tls: TlsFiles, protocol: str = "5",
+                 keepalive: int = 30, will: tuple[str, bytes] | None = None,
+                 birth: Callable[[], list[tuple[str, bytes]]] | None = None,
+                 subscriptions: tuple[str, ...] = (), inbox_limit: int = INBOX_LIMIT) -> None:
+        self.addr = addr
+        self.subscriptions = subscriptions
+        self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=inbox_limit)
+        self.connected = threading.Event()
+        self.bytes_sent = 0
+        self.connects = 0
+        self.dropped_offline = 0
+        self.dropped_inbox = 0
+        self.last_error = ""
+        self._birth = birth
+        self._keepalive = keepalive
+        self._v5 = protocol == "5"
+        if self._v5:
+            self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                       client_id=client_id, protocol=mqtt.MQTTv5)
+        else:
+            self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                       client_id=client_id, protocol=mqtt.MQTTv311,
+                                       clean_session=True)
+        if addr.tls:
+            try:
+                self._client.tls_set(ca_certs=tls.ca_file or None,
+                                     certfile=tls.cert_file or None,
+                                     keyfile=tls.key_file or None,
+                                     cert_reqs=ssl.CERT_REQUIRED,
+                                     tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"broker TLS files cannot be loaded ({exc.__class__.__name__}); "
+                                  "check broker.ca_file, cert_file and key_file") from exc
+        else:
+            log.warning("!!! broker %s is plain mqtt:// - traffic metadata and the broker "
+                        "login are NOT protected; use mqtts:// outside a test bench !!!", addr.url)
+        if will:
+            self._client.will_set(will[0], will[1], qos=1, retain=True)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.max_queued_messages_set(QUEUED_LIMIT)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_connect_fail = self._on_connect_fail
+
+    # --- paho callbacks (network thread: record and hand off only) -----------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.last_error = (f"broker {self.addr.url} refused the connection ({reason}); "
+                               "check this box's certificate and the broker's ACL")
+            log.warning("%s", self.last_error)
+            return
+        self.connects += 1
+        self.last_error = ""
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        for topic, payload in self._birth() if self._birth is not None else []:
+            client.publish(topic, payload, qos=1, retain=True)
+        self.connected.set()
+        log.info("connected to broker %s", self.addr.url)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self.connected.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.addr.url, reason)
+        self.connected.clear()
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        message = f"broker {self.addr.url}: cannot connect; retrying"
+        if message != self.last_error:
+            log.warning("%s", message)
+        self.last_error = message
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.inbox.put_nowait(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        except queue.Full:
+            self.dropped_inbox += 1
+
+    # --- public API -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; paho keeps reconnecting until :meth:`stop`."""
+        try:
+            self._client.connect_async(self.addr.host, self.addr.port, keepalive=self._keepalive)
+        except (OSError, ValueError) as exc:
+            raise BrokerError(_describe_connect_error(self.addr, exc)) from exc
+        self._client.loop_start()
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 3.0) -> None:
+        """Publish ``final`` (retained; e.g. a clean "offline"), disconnect, end the thread."""
+        if final is not None and self.connected.is_set():
+            info = self._client.publish(final[0], final[1], qos=1, retain=True)
+            deadline = time.monotonic() + timeout
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until connected, up to ``timeout`` seconds."""
+        return self.connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        """Publish; QoS 0 messages are dropped (and counted) while offline."""
+        if qos == 0 and not self.connected.is_set():
+            self.dropped_offline += 1
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.dropped_offline += 1
+            return False
+        self.bytes_sent += len(payload)
+        return True
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe now and after every reconnect."""
+        self.subscriptions = (*self.subscriptions, topic)
+        if self.connected.is_set():
+            self._client.subscribe(topic, qos=qos)
+
+
+def probe(addr: BrokerAddress, tls: TlsFiles, timeout: float = 5.0) -> None:
+    """Open a TCP (and TLS) connection to the broker once; raise BrokerError with the reason."""
+    try:
+        sock = socket.create_connection((addr.host, addr.port), timeout=timeout)
+    except OSError as exc:
+        raise BrokerError(_describe_connect_error(addr, exc)) from exc
+    try:
+        if addr.tls:
+            ctx = ssl.create_default_context(cafile=tls.ca_file or None)
+            if tls.cert_file:
+                ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+            with ctx.wrap_socket(sock, server_hostname=addr.host):
+                pass
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerError(_describe_connect_error(addr, exc)) from exc
+    finally:
+        sock.close()

@@ -1,0 +1,231 @@
+"""``edge-cc``: Command Centre keys, enrolment bundles, the agent registry, live view, fleet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agent import crypto
+from agent.errors import AgentError, ConfigError
+from agent.protocol import DEFAULT_PREFIX
+from command_centre import fleet as fleet_mod
+from command_centre.keys import Home, Registry
+from command_centre.receiver import Receiver
+from command_centre.station import Connection, Station
+from command_centre.viewer import FolderWriter, FrameStore, serve
+
+log = logging.getLogger("edge-cc")
+CONNECTION_FILE = "connection.json"
+
+
+def _home(args: argparse.Namespace) -> Home:
+    return Home(Path(args.home))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Create the signing key and a recipient key pair (never overwrites)."""
+    made = _home(args).keygen(args.recipient)
+    for path in made:
+        print(f"created {path}")
+    if not made:
+        print(f"keys already exist in {args.home}; nothing changed")
+    return 0
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    """Create the CA (first time) and issue a broker or client certificate."""
+    home = _home(args)
+    out = Path(args.out_dir or args.home)
+    out.mkdir(parents=True, exist_ok=True)
+    key, cert = home.issue(out, args.name, args.host or [])
+    print(f"CA:          {home.path / 'ca.pem'}")
+    print(f"certificate: {cert}\nkey:         {key}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """Write the enrolment bundle that boxes enrol from."""
+    home = _home(args)
+    bundle = home.bundle(args.broker, args.prefix, args.recipient or None)
+    Path(args.out).write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+    conn = {"url": args.broker, "prefix": args.prefix,
+            "ca_file": str((home.path / "ca.pem").resolve()) if bundle.ca_pem else ""}
+    (home.path / CONNECTION_FILE).write_text(json.dumps(conn, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} (broker {args.broker}, recipients "
+          f"{', '.join(sorted(bundle.recipients))}); copy it to each box and run "
+          "'edge-agent enroll --bundle FILE'")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Trust an agent's public key."""
+    fp = Registry(Path(args.home) / "agents.json").register(args.agent, args.public_key)
+    print(f"registered {args.agent} (fingerprint {fp}); compare it with the box's")
+    return 0
+
+
+def _connection(args: argparse.Namespace) -> tuple[Connection, str]:
+    saved: dict[str, Any] = {}
+    path = Path(args.home) / CONNECTION_FILE
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    url = args.broker or saved.get("url")
+    if not url:
+        raise ConfigError("no broker given; pass --broker mqtts://host:port or run "
+                          "'edge-cc bundle' first")
+    return (Connection(url, args.ca or saved.get("ca_file", ""), args.cert or "",
+                       args.key or "", args.protocol),
+            args.prefix or saved.get("prefix") or DEFAULT_PREFIX)
+
+
+def _station(args: argparse.Namespace, on_frame: Any = None) -> tuple[Station, Registry]:
+    conn, prefix = _connection(args)
+    home = _home(args)
+    registry = Registry(home.path / "agents.json")
+    receiver = Receiver(prefix, registry.load(), home.recipient_key(args.recipient),
+                        on_frame=on_frame)
+    return Station(conn, prefix, receiver), registry
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(_s: int, _f: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    """Receive, verify and decrypt; serve a live page and/or write JPEG files."""
+    store = FrameStore()
+    writer = FolderWriter(Path(args.out), args.keep) if args.out else None
+
+    def on_frame(frame: Any) -> None:
+        store.put(frame)
+        if writer is not None:
+            writer.put(frame)
+
+    station, registry = _station(args, on_frame)
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect "
+                         f"({station.transport.last_error or 'no answer'}); check --broker "
+                         "and --ca")
+    server = None
+    if args.port >= 0:
+        def fleet() -> list[dict[str, Any]]:
+            return fleet_mod.rows(station.receiver.agents, list(registry.load()))
+        server = serve(store, fleet, args.port)
+        print(f"live view: http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    if writer is not None:
+        print(f"writing decrypted frames under {args.out}", flush=True)
+    stop = _stop_on_signals()
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        stop.wait(0.5)
+    if server is not None:
+        server.shutdown()
+    station.stop()
+    r = station.receiver
+    print(f"frames decrypted: {r.frames_ok}; dropped: "
+          f"{dict(r.dropped) if r.dropped else 'none'}")
+    return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """Print the fleet table (or JSON) from retained state and heartbeats."""
+    station, registry = _station(args)
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect; check "
+                         "--broker and --ca")
+    time.sleep(args.wait)
+    station.stop()
+    rows = fleet_mod.rows(station.receiver.agents, list(registry.load()))
+    print(json.dumps(rows, indent=2) if args.json else fleet_mod.table(rows))
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """Print the fingerprints of the Command Centre's public keys."""
+    home = _home(args)
+    print(f"signing:   {crypto.fingerprint(crypto.signing_public(home.signing_key()))}")
+    for name, pub in home.recipient_publics().items():
+        print(f"recipient {name}: {crypto.fingerprint(pub)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The edge-cc command line."""
+    p = argparse.ArgumentParser(prog="edge-cc", description=__doc__.splitlines()[0])
+    p.add_argument("--home", default="cc-home", help="key directory (default %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("keygen", help="create the signing key and a recipient key")
+    k.add_argument("--recipient", default="cc", help="recipient name (default %(default)s)")
+    k.set_defaults(func=cmd_keygen)
+    c = sub.add_parser("ca", help="issue a broker (--host) or client certificate from the CA")
+    c.add_argument("name", help="certificate name (file stem and common name)")
+    c.add_argument("--host", action="append", help="DNS name or IP of the broker (repeat)")
+    c.add_argument("--out-dir", help="where to write NAME.key and NAME.pem (default: home)")
+    c.set_defaults(func=cmd_ca)
+    b = sub.add_parser("bundle", help="write the enrolment bundle for boxes")
+    b.add_argument("--broker", required=True, help="mqtts://host:port boxes connect to")
+    b.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
+    b.add_argument("--recipient", action="append", help="recipients (default: all in home)")
+    b.add_argument("--out", default="bundle.json", help="file to write (default %(default)s)")
+    b.set_defaults(func=cmd_bundle)
+    r = sub.add_parser("register", help="trust an agent's public key")
+    r.add_argument("agent")
+    r.add_argument("public_key")
+    r.set_defaults(func=cmd_register)
+    f = sub.add_parser("fingerprint", help="show the Command Centre key fingerprints")
+    f.set_defaults(func=cmd_fingerprint)
+    for name, func, helptext in (("view", cmd_view, "live view: decrypt and show frames"),
+                                 ("fleet", cmd_fleet, "table of agents and cameras")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--broker", help="mqtts://host:port (default: from 'edge-cc bundle')")
+        s.add_argument("--ca", help="CA file that signed the broker's certificate")
+        s.add_argument("--cert", help="client certificate, if the broker asks for one")
+        s.add_argument("--key", help="client certificate key")
+        s.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
+        s.add_argument("--prefix", help="topic prefix (default: from 'edge-cc bundle')")
+        s.add_argument("--recipient", default="cc", help="whose key decrypts (default cc)")
+        s.set_defaults(func=func)
+        if name == "view":
+            s.add_argument("--port", type=int, default=8090,
+                           help="live page port on 127.0.0.1 (0 = any free, -1 = none)")
+            s.add_argument("--out", help="also write decrypted JPEGs under this folder")
+            s.add_argument("--keep", type=int, default=1000, help="JPEGs kept per camera")
+            s.add_argument("--seconds", type=float, default=0, help="stop after N s (0 = never)")
+        else:
+            s.add_argument("--json", action="store_true", help="print JSON")
+            s.add_argument("--wait", type=float, default=2.0,
+                           help="seconds to collect retained state (default %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edge-cc``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except AgentError as exc:
+        print(f"edge-cc: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
