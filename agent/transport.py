@@ -112,6 +112,7 @@ class MqttTransport:
         self.dropped_inbox = 0
         self.last_error = ""
         self._birth = birth
+        self._stopping = False
         self._keepalive = keepalive
         self._v5 = protocol == "5"
         if self._v5:
@@ -161,7 +162,7 @@ class MqttTransport:
         log.info("connected to broker %s", self.addr.url)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.warning("lost the broker %s (%s); reconnecting", self.addr.url, reason)
         self.connected.clear()
 
@@ -189,6 +190,7 @@ class MqttTransport:
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 3.0) -> None:
         """Publish ``final`` (retained; e.g. a clean "offline"), disconnect, end the thread."""
+        self._stopping = True
         if final is not None and self.connected.is_set():
             info = self._client.publish(final[0], final[1], qos=1, retain=True)
             deadline = time.monotonic() + timeout
