@@ -106,10 +106,12 @@ class ShareMask:
             raise MaskError(f"cannot mask a frame of size {width}x{height}")
         mask = np.zeros((height, width), dtype=np.uint8)
         scale = np.array([width, height], dtype=np.float64)
-        # Map 0..1 onto pixel edges: coordinate 1.0 is the far edge, so the last pixel row
-        # and column are inside a polygon that reaches 1.0.
+        # Coordinates are pixel edges (1.0 = the far edge). fillPoly fills pixels whose
+        # integer position is inside or on the outline, so move the outline half a pixel to
+        # test pixel centres instead: a polygon from 0.5 to 1.0 of 200 px covers pixels
+        # 100..199. A centre exactly on an outline counts as inside (OpenCV rounds there).
         shifted = [
-            np.round(np.array(p.points, dtype=np.float64) * scale * 16.0).astype(np.int32)
+            np.round((np.array(p.points, dtype=np.float64) * scale - 0.5) * 16.0).astype(np.int32)
             for p in self.polygons
         ]
         cv2.fillPoly(mask, shifted, 255, lineType=cv2.LINE_8, shift=4)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]*@)")
+# Greedy up to the last '@' before the path: passwords may themselves contain '@'.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s]*@)")
 _QUERY_SECRET = re.compile(r"(?i)((?:password|passwd|pwd|pass|token|key)=)[^&\s]*")
 
 
