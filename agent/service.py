@@ -95,6 +95,10 @@ class Agent:
                 config.key_rotation, wall=wall, clock=clock))
         self._meter = RateMeter()
         self._scheduler = schedule.Scheduler()
+        self._scheduler.every(max(1, round(config.heartbeat_interval))).seconds.do(
+            self.publish_heartbeat)
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._run_timer, name="heartbeat", daemon=True)
         self.heartbeats_sent = 0
 
     # --- messages ---------------------------------------------------------------------
@@ -148,33 +152,40 @@ class Agent:
         for p in self.pipelines:
             p.capture.start()
             p.start()
-        self._scheduler.every(max(1, round(self.config.heartbeat_interval))).seconds.do(
-            self.publish_heartbeat)
+        self._timer.start()
         self.state = AgentState.RUNNING
+
+    def _run_timer(self) -> None:
+        # The first heartbeat goes out as soon as the broker is there, then on schedule.
+        if self.transport.wait_connected(5.0) and not self._stop.is_set():
+            self.publish_heartbeat()
+        while not self._stop.is_set():
+            self._scheduler.run_pending()
+            self._stop.wait(0.25)
 
     def run(self, stop: threading.Event) -> None:
         """Start, then serve until ``stop`` is set; then shut down cleanly."""
         self.start()
         try:
-            if self.transport.wait_connected(5.0):
-                self.publish_heartbeat()
-            while not stop.is_set():
-                self._scheduler.run_pending()
-                stop.wait(0.25)
+            while not stop.wait(1.0):
+                pass
         finally:
             self.shutdown()
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop cameras, publish a clean "offline" state and disconnect."""
         self.state = AgentState.STOPPING
+        self._stop.set()
         for p in self.pipelines:
             p.stop()
             p.capture.stop()
         deadline = time.monotonic() + timeout
+        threads: list[threading.Thread] = [self._timer]
         for p in self.pipelines:
-            for t in (p, p.capture):
-                if t.is_alive():
-                    t.join(max(0.05, deadline - time.monotonic()))
+            threads += [p, p.capture]
+        for t in threads:
+            if t.is_alive():
+                t.join(max(0.05, deadline - time.monotonic()))
         self.transport.stop(final=(self.topics.state, self._state_message("offline")))
         self.state = AgentState.STOPPED
         log.info("agent %s stopped", self.identity.agent_id)

@@ -90,9 +90,9 @@ class LocalBroker:
     def start(self, timeout: float = 10.0) -> LocalBroker:
         """Start mosquitto and wait until it accepts connections."""
         conf = self.write_config()
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
-                                     stderr=subprocess.STDOUT)
+        with (self.workdir / "mosquitto.log").open("ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
