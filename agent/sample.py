@@ -17,7 +17,7 @@ from agent.errors import CameraError
 STREET = [[0.0, 0.55], [1.0, 0.55], [1.0, 1.0], [0.0, 1.0]]
 
 
-def scene(width: int, height: int, t: int) -> np.ndarray:  # type: ignore[type-arg]
+def scene(width: int, height: int, t: int) -> np.ndarray:
     """Frame ``t`` of the scene at the given size (BGR)."""
     img = np.zeros((height, width, 3), dtype=np.uint8)
     split = int(height * 0.55)

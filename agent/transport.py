@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 INBOX_LIMIT = 256
 QUEUED_LIMIT = 1000
+# Live frames (QoS 0) waiting for the socket: beyond this many bytes new frames are dropped
+# (and counted) rather than queued, so a slow uplink never grows memory.
+PENDING_LIVE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,12 @@ class MqttTransport:
         self.bytes_sent = 0
         self.connects = 0
         self.dropped_offline = 0
+        self.dropped_backlog = 0
         self.dropped_inbox = 0
+        self.pending_live_bytes = 0
+        self._pending: dict[int, int] = {}
+        self._written_early: set[int] = set()
+        self._pending_lock = threading.RLock()
         self.last_error = ""
         self._birth = birth
         self._stopping = False
@@ -143,6 +151,7 @@ class MqttTransport:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_publish = self._on_publish
 
     # --- paho callbacks (network thread: record and hand off only) -----------------------
 
@@ -165,6 +174,18 @@ class MqttTransport:
         if self.connected.is_set() and not self._stopping:
             log.warning("lost the broker %s (%s); reconnecting", self.addr.url, reason)
         self.connected.clear()
+        with self._pending_lock:  # paho discards unsent QoS 0 packets on reconnect
+            self._pending.clear()
+            self._written_early.clear()
+            self.pending_live_bytes = 0
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._pending_lock:
+            size = self._pending.pop(mid, None)
+            if size is None:
+                self._written_early.add(mid)
+            else:
+                self.pending_live_bytes -= size
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         message = f"broker {self.addr.url}: cannot connect; retrying"
@@ -205,14 +226,25 @@ class MqttTransport:
         return self.connected.wait(timeout)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Publish; QoS 0 messages are dropped (and counted) while offline."""
+        """Publish. QoS 0 messages are dropped (and counted) while offline or while more
+        than PENDING_LIVE_BYTES of them still wait for the socket."""
         if qos == 0 and not self.connected.is_set():
             self.dropped_offline += 1
             return False
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            self.dropped_offline += 1
-            return False
+        with self._pending_lock:
+            if qos == 0 and self.pending_live_bytes + len(payload) > PENDING_LIVE_BYTES:
+                self.dropped_backlog += 1
+                return False
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self.dropped_offline += 1
+                return False
+            if qos == 0:
+                if info.mid in self._written_early:
+                    self._written_early.discard(info.mid)
+                else:
+                    self._pending[info.mid] = len(payload)
+                    self.pending_live_bytes += len(payload)
         self.bytes_sent += len(payload)
         return True
 

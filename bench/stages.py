@@ -21,13 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-from agent import crypto  # noqa: E402
-from agent.encode import JpegEncoder  # noqa: E402
-from agent.envelope import seal_frame  # noqa: E402
-from agent.privacy import Polygon, ShareMask  # noqa: E402
-from agent.protocol import FrameHeader  # noqa: E402
-from agent.sample import STREET  # noqa: E402
-from conftest import make_h264_clip  # noqa: E402
+from agent import crypto
+from agent.encode import JpegEncoder
+from agent.envelope import seal_frame
+from agent.privacy import Polygon, ShareMask
+from agent.protocol import FrameHeader
+from agent.sample import STREET
+from conftest import make_h264_clip
 
 
 def median_ms(samples: list[float]) -> float:

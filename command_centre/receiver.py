@@ -41,7 +41,8 @@ class AgentView:
     last_seen: float = 0.0
     last_hb: dict[str, Any] | None = None
     last_hb_at: float = 0.0
-    last_seq: int = -1
+    last_seq: dict[str, int] = field(default_factory=dict)
+    """Newest sequence seen per stream (state, hb, keys/<camera>): older ones are replays."""
 
 
 @dataclass
@@ -119,16 +120,20 @@ class Receiver:
             raise Rejected("message names another agent than its topic")
         now = self._clock()
         view = self._view(agent)
+        seq, stream = body.get("seq"), f"{kind}/{camera}" if camera else kind
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise Rejected("message has no sequence number")
+        if seq <= view.last_seq.get(stream, -1):
+            if seq < view.last_seq.get(stream, -1):
+                self._drop(f"replayed-{kind}", agent)
+            return  # the same message again (e.g. retained on re-subscribe): nothing new
+        view.last_seq[stream] = seq
         view.last_seen = now
         if kind == "state":
             if body.get("state") in ("online", "offline"):
                 view.state, view.state_at = str(body["state"]), now
         elif kind == "hb":
-            seq = body.get("seq")
-            if not isinstance(seq, int) or seq <= view.last_seq:
-                self.dropped["replayed-hb"] += 1
-                return
-            view.last_seq, view.last_hb, view.last_hb_at = seq, body, now
+            view.last_hb, view.last_hb_at = body, now
         elif kind == "keys":
             if body.get("camera") != camera or not isinstance(body.get("epoch"), int):
                 raise Rejected("key announcement does not match its topic")

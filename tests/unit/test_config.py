@@ -70,7 +70,7 @@ def test_password_never_in_error(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found; copy config/agent.example.toml"):
+    with pytest.raises(ConfigError, match=r"file not found; copy config/agent\.example\.toml"):
         config.load(tmp_path / "nope.toml")
 
 

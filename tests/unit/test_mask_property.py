@@ -22,9 +22,9 @@ from agent.camera import CaptureThread
 from agent.config import CameraConfig, Source
 from agent.encode import JpegEncoder, decode_jpeg
 from agent.envelope import open_announcement, open_frame, sign_message, verify_message
+from agent.pipeline import CameraPipeline
 from agent.privacy import Polygon, ShareMask
 from agent.protocol import Topics
-from agent.pipeline import CameraPipeline
 
 BAND = 24
 TOL = 4
@@ -93,7 +93,7 @@ def test_no_content_outside_share_region(polys: list[list[tuple[float, float]]],
 def test_leak_would_be_detected() -> None:
     """The check above fails for an unmasked frame (the test can fail)."""
     frame = np.full((200, 200, 3), 200, dtype=np.uint8)
-    ok, buf = cv2.imencode(".jpg", frame)
+    _, buf = cv2.imencode(".jpg", frame)
     picture = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     mask = ShareMask((Polygon(((0, 0.9), (1, 0.9), (1, 1), (0, 1))),)).mask_for(200, 200)
     near = cv2.dilate(mask, np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)) > 0
