@@ -86,9 +86,10 @@ def _probe_tcp(url: str, timeout: float = 3.0) -> str | None:
 class OpenCVSource:
     """RTSP, USB or file via OpenCV. Files loop forever and are paced at their frame rate."""
 
-    def __init__(self, source: Source, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: Source, clock: Callable[[], float] = time.monotonic,
+                 name: str = "") -> None:
         self.source = source
-        self.display = source.display
+        self.display = f"{name} ({source.display})" if name else source.display
         self._cap: cv2.VideoCapture | None = None
         self._clock = clock
         self._interval = 0.0
@@ -241,8 +242,8 @@ class CaptureThread(threading.Thread):
             stats.height, stats.width = frame.shape[:2]
             stats.last_frame_at = now
             if stats.state is not CameraState.STREAMING:
-                log.info("camera %s: streaming %dx%d from %s", self.camera_id, stats.width,
-                         stats.height, self.source.display)
+                log.info("camera %s: streaming %dx%d", self.source.display, stats.width,
+                         stats.height)
                 stats.state = CameraState.STREAMING
                 stats.last_error = ""
                 self._backoff.reset()
@@ -255,13 +256,16 @@ class CaptureThread(threading.Thread):
             try:
                 self.source.open()
             except CameraError as exc:
+                # Say it once; repeats of the same failure go to debug until it changes.
+                log.log(logging.DEBUG if str(exc) == stats.last_error else logging.WARNING,
+                        "%s", exc)
                 stats.state, stats.last_error = CameraState.OFFLINE, str(exc)
-                log.warning("%s", exc)
             except Exception as exc:  # a capture thread must never die of one bad open
-                stats.state = CameraState.OFFLINE
-                stats.last_error = f"camera {self.source.display}: unexpected error " \
-                                   f"({exc.__class__.__name__})"
-                log.warning("%s", stats.last_error)
+                message = (f"camera {self.source.display}: unexpected error "
+                           f"({exc.__class__.__name__})")
+                log.log(logging.DEBUG if message == stats.last_error else logging.WARNING,
+                        "%s", message)
+                stats.state, stats.last_error = CameraState.OFFLINE, message
             else:
                 try:
                     self._stream()

@@ -86,7 +86,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _grab(cam: CameraConfig, timeout: float = 15.0) -> object:
     """Open a camera once and return one frame (raises CameraError)."""
-    src = OpenCVSource(cam.source)
+    src = OpenCVSource(cam.source, name=cam.id)
     src.open()
     try:
         deadline = time.monotonic() + timeout
@@ -130,9 +130,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             frame = _grab(cam)
             h, w = frame.shape[:2]  # type: ignore[attr-defined]
             mp = "meets 4 MP" if meets_4mp(w, h) else "BELOW 4 MP (2560x1440 needed)"
-            line(True, f"camera {cam.id}: {cam.source.display} streams {w}x{h}, {mp}")
+            line(True, f"camera {cam.id} ({cam.source.display}) streams {w}x{h}, {mp}")
         except AgentError as exc:
-            line(False, f"camera {cam.id}: {exc}")
+            line(False, str(exc))
         if cam.share_error:
             line(False, f"camera {cam.id}: {cam.share_error}")
         elif cam.mode == "off":

@@ -88,7 +88,7 @@ class Agent:
         )
         self.pipelines: list[CameraPipeline] = []
         for cam in config.cameras:
-            capture = CaptureThread(cam.id, OpenCVSource(cam.source), clock=clock)
+            capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id), clock=clock)
             self.pipelines.append(CameraPipeline(
                 cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width), self.topics,
                 identity.bundle.recipients, self._publish, self.sign, self.next_seq,
