@@ -119,6 +119,7 @@ class AgentConfig:
     heartbeat_interval: float = 30.0
     key_rotation: float = 3600.0
     log_level: str = "info"
+    outbox_max_mb: int = 32
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     cameras: tuple[CameraConfig, ...] = ()
     version: int = 0
@@ -220,7 +221,8 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
     """Validate a parsed TOML document and return the frozen configuration."""
     _unknown("", data, {"agent", "broker", "cameras", "version"})
     agent = _table("agent", data.get("agent", {}))
-    _unknown("agent", agent, {"data_dir", "heartbeat_interval", "key_rotation", "log_level"})
+    _unknown("agent", agent, {"data_dir", "heartbeat_interval", "key_rotation", "log_level",
+                              "outbox_max_mb"})
     cams_raw = data.get("cameras", [])
     if not isinstance(cams_raw, list):
         raise ConfigError("cameras: expected one or more [[cameras]] tables")
@@ -239,6 +241,8 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
         key_rotation=_check_range("agent.key_rotation", agent.get("key_rotation", 3600),
                                   10, 86400),
         log_level=_check_choice("agent.log_level", agent.get("log_level", "info"), LOG_LEVELS),
+        outbox_max_mb=int(_check_range("agent.outbox_max_mb", agent.get("outbox_max_mb", 32),
+                                       1, 4096, int)),
         broker=_parse_broker(data.get("broker", {})),
         cameras=cameras,
         version=int(_check_range("version", data.get("version", 0), 0, 2**53, int)),

@@ -73,15 +73,21 @@ class CameraPipeline(threading.Thread):
         return self.cam.mode != "off" and self.mask.valid
 
     def state(self) -> tuple[CameraState, str]:
-        """The camera's reported state and, if not streaming, why."""
+        """The camera's reported state and, if not streaming, why.
+
+        A camera that does not deliver frames is reported as such first (connecting,
+        stalled, offline); one that does, but may not share, as ``off`` or ``masked-off``.
+        """
+        stats = self.capture.stats
+        if stats.state is CameraState.STREAMING and self._clock() - stats.last_frame_at > 5:
+            return CameraState.STALLED, "no new frame for more than 5 s"
+        if stats.state is not CameraState.STREAMING:
+            return stats.state, stats.last_error
         if self.cam.mode == "off":
             return CameraState.OFF, "sharing is off for this camera"
         if not self.mask.valid:
             return CameraState.MASKED_OFF, self.cam.share_error or "no share region"
-        stats = self.capture.stats
-        if stats.state is CameraState.STREAMING and self._clock() - stats.last_frame_at > 5:
-            return CameraState.STALLED, "no new frame for more than 5 s"
-        return stats.state, stats.last_error
+        return CameraState.STREAMING, ""
 
     def stop(self) -> None:
         """Ask the thread to end; join() it afterwards."""
@@ -128,7 +134,8 @@ class CameraPipeline(threading.Thread):
 
     def run(self) -> None:
         if not self.sending:
-            reason = self.state()[1]
+            reason = ("sharing is off" if self.cam.mode == "off"
+                      else self.cam.share_error or "no share region")
             self._log_once("off", f"no video will be sent ({reason})")
             return
         interval = 1.0 / self.cam.fps

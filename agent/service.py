@@ -1,32 +1,42 @@
-"""Wiring and lifecycle: config + identity -> transport, capture threads, pipelines,
-heartbeats. The only module (with cli) that ties the others together.
+"""Wiring and lifecycle: config + identity -> transport, outbox, capture threads,
+pipelines, health monitor, heartbeats, commands. With cli, the only module that ties the
+others together.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import schedule
 
 from agent.camera import CaptureThread, OpenCVSource
 from agent.config import AgentConfig
+from agent.control import Command, CommandVerifier
 from agent.encode import JpegEncoder
 from agent.envelope import sign_message
+from agent.errors import Rejected
 from agent.heartbeat import RateMeter, camera_status, heartbeat_body
 from agent.identity import Identity
+from agent.monitor import HealthMonitor
+from agent.outbox import Outbox, OutboxSender
 from agent.pipeline import CameraPipeline
 from agent.protocol import Topics
+from agent.sysinfo import system_status
 from agent.transport import BrokerAddress, MqttTransport, TlsFiles
 
 log = logging.getLogger(__name__)
+
+# Rejection acks answer unsigned or foreign commands too; cap them so a flood of junk
+# cannot fill the outbox.
+REJECT_ACKS_PER_MINUTE = 10
 
 
 class AgentState(enum.Enum):
@@ -84,8 +94,11 @@ class Agent:
             self.broker.addr, client_id=f"edge-{identity.agent_id}", tls=self.broker.tls,
             protocol=self.broker.protocol, keepalive=self.broker.keepalive,
             will=(self.topics.state, self._state_message("offline", clean=False)),
-            birth=self._birth,
+            birth=self._birth, subscriptions=(self.topics.cmd,),
         )
+        self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
+        self.sender = OutboxSender(self.outbox, self.transport.publish_durable,
+                                   self.transport.connected, clock=clock)
         self.pipelines: list[CameraPipeline] = []
         for cam in config.cameras:
             capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id), clock=clock)
@@ -93,12 +106,16 @@ class Agent:
                 cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width), self.topics,
                 identity.bundle.recipients, self._publish, self.sign, self.next_seq,
                 config.key_rotation, wall=wall, clock=clock))
+        self.monitor = HealthMonitor(self.pipelines, config.data_dir, self.event, clock=clock)
+        self.verifier = CommandVerifier(identity.agent_id, identity.bundle.cc_signing_key, wall)
         self._meter = RateMeter()
         self._scheduler = schedule.Scheduler()
         self._scheduler.every(max(1, round(config.heartbeat_interval))).seconds.do(
             self.publish_heartbeat)
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._run_timer, name="heartbeat", daemon=True)
+        self._control = threading.Thread(target=self._run_control, name="control", daemon=True)
+        self._reject_budget: list[float] = []
         self.heartbeats_sent = 0
 
     # --- messages ---------------------------------------------------------------------
@@ -116,11 +133,27 @@ class Agent:
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         return self.transport.publish(topic, payload, qos=qos, retain=retain)
 
+    def durable(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
+        """Sign ``body`` and send it through the outbox (kept until the broker has it)."""
+        self.outbox.put(topic, self.sign(body), retain=retain)
+        self.sender.wake()
+
+    def _common(self, kind: str) -> dict[str, Any]:
+        return {"v": 1, "type": kind, "agent": self.identity.agent_id, "seq": self.next_seq(),
+                "ts": int(self._wall() * 1000)}
+
+    def event(self, fields: dict[str, Any]) -> None:
+        """Publish a signed event (camera state or fault change) at once, durably."""
+        self.durable(self.topics.ev, {**self._common("ev"), **fields})
+
+    def ack(self, ref: str, cmd: str, outcome: str, reason: str = "") -> None:
+        """Publish a signed acknowledgement of a command, durably."""
+        self.durable(self.topics.ack, {**self._common("ack"), "ref": ref, "cmd": cmd,
+                                       "outcome": outcome, "reason": reason})
+
     def _state_message(self, state: str, clean: bool = True) -> bytes:
-        return self.sign({"v": 1, "type": "state", "agent": self.identity.agent_id,
-                          "state": state, "session": self.session, "clean": clean,
-                          "config_version": self.config.version, "seq": self.next_seq(),
-                          "ts": int(self._wall() * 1000)})
+        return self.sign({**self._common("state"), "state": state, "session": self.session,
+                          "clean": clean, "config_version": self.config.version})
 
     def _birth(self) -> list[tuple[str, bytes]]:
         out = [(self.topics.state, self._state_message("online"))]
@@ -131,34 +164,87 @@ class Agent:
     def heartbeat(self) -> dict[str, Any]:
         """Build the current heartbeat body."""
         now = self._clock()
-        cams = [camera_status(p, self._meter, now) for p in self.pipelines]
-        return heartbeat_body(self.identity.agent_id, self.next_seq(), self.session,
+        cams = []
+        for p in self.pipelines:
+            status = camera_status(p, self._meter, now)
+            status["faults"] = self.monitor.faults(p.cam.id)
+            cams.append(status)
+        backlog, backlog_bytes = self.outbox.backlog()
+        t = self.transport
+        link = {"connected": t.connected.is_set(), "rtt_ms": self.sender.last_rtt_ms,
+                "reconnects": max(0, t.connects - 1), "bytes_sent": t.bytes_sent,
+                "backlog": backlog, "backlog_bytes": backlog_bytes,
+                "dropped": self.outbox.dropped,
+                "live_dropped": t.dropped_offline + t.dropped_backlog}
+        body = heartbeat_body(self.identity.agent_id, self.next_seq(), self.session,
                               self.started, self.config.version, cams,
                               self.config.heartbeat_interval, wall=self._wall())
+        body["system"] = system_status(self.config.data_dir)
+        body["link"] = link
+        return body
 
     def publish_heartbeat(self) -> None:
-        """Sign and publish one heartbeat (QoS 1, retained so a new fleet view sees it)."""
-        if self.transport.publish(self.topics.hb, self.sign(self.heartbeat()), qos=1,
-                                  retain=True):
-            self.heartbeats_sent += 1
+        """Sign one heartbeat and send it durably (retained, so a new fleet view sees it)."""
+        self.durable(self.topics.hb, self.heartbeat(), retain=True)
+        self.heartbeats_sent += 1
+
+    # --- commands ---------------------------------------------------------------------
+
+    def handle_command(self, payload: bytes) -> None:
+        """Verify and carry out one command; every outcome is acknowledged."""
+        try:
+            cmd = self.verifier.verify(payload)
+        except Rejected as exc:
+            now = self._clock()
+            self._reject_budget = [t for t in self._reject_budget if now - t < 60]
+            log.warning("command rejected: %s", exc)
+            if len(self._reject_budget) < REJECT_ACKS_PER_MINUTE:
+                self._reject_budget.append(now)
+                self.ack("", "", "rejected", str(exc))
+            return
+        self.run_command(cmd)
+
+    def run_command(self, cmd: Command) -> None:
+        """Carry out a verified command."""
+        if cmd.name == "rebirth":
+            for topic, payload in self._birth():
+                self.transport.publish(topic, payload, qos=1, retain=True)
+            self.publish_heartbeat()
+        self.ack(cmd.id, cmd.name, "done")
+        log.info("command %s (%s) done", cmd.name, cmd.id)
+
+    def _run_control(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.transport.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg.topic == self.topics.cmd and msg.payload:
+                try:
+                    self.handle_command(msg.payload)
+                except Exception:  # a command must never take the agent down
+                    log.exception("command handling failed")
 
     # --- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect to the broker and start every camera."""
-        log.info("agent %s starting (key %s), broker %s, %d camera(s)", self.identity.agent_id,
-                 self.identity.fingerprint, self.broker.addr.url, len(self.pipelines))
+        backlog = self.outbox.backlog()[0]
+        log.info("agent %s starting (key %s), broker %s, %d camera(s)%s",
+                 self.identity.agent_id, self.identity.fingerprint, self.broker.addr.url,
+                 len(self.pipelines), f", {backlog} message(s) waiting" if backlog else "")
         self.transport.start()
+        self.sender.start()
         for p in self.pipelines:
             p.capture.start()
             p.start()
+        self.monitor.start()
         self._timer.start()
+        self._control.start()
         self.state = AgentState.RUNNING
 
     def _run_timer(self) -> None:
-        # The first heartbeat goes out as soon as the broker is there, then on schedule.
-        if self.transport.wait_connected(5.0) and not self._stop.is_set():
-            self.publish_heartbeat()
+        self.publish_heartbeat()  # the first one at once; it waits in the outbox if need be
         while not self._stop.is_set():
             self._scheduler.run_pending()
             self._stop.wait(0.25)
@@ -172,25 +258,29 @@ class Agent:
         finally:
             self.shutdown()
 
+    def threads(self) -> list[threading.Thread]:
+        """Every thread the agent runs (the watchdog checks them)."""
+        out: list[threading.Thread] = [self._timer, self._control, self.monitor, self.sender]
+        for p in self.pipelines:
+            out += [p, p.capture]
+        return out
+
     def shutdown(self, timeout: float = 2.0) -> None:
-        """Stop cameras, publish a clean "offline" state and disconnect."""
+        """Stop cameras, deliver what is waiting (briefly), say "offline", disconnect."""
         self.state = AgentState.STOPPING
         self._stop.set()
+        self.monitor.stop()
         for p in self.pipelines:
             p.stop()
             p.capture.stop()
+        if self.transport.connected.is_set():
+            self.sender.flush(1.0)
+        self.sender.stop()
         deadline = time.monotonic() + timeout
-        threads: list[threading.Thread] = [self._timer]
-        for p in self.pipelines:
-            threads += [p, p.capture]
-        for t in threads:
+        for t in self.threads():
             if t.is_alive():
                 t.join(max(0.05, deadline - time.monotonic()))
         self.transport.stop(final=(self.topics.state, self._state_message("offline")))
+        self.outbox.close()
         self.state = AgentState.STOPPED
         log.info("agent %s stopped", self.identity.agent_id)
-
-
-def data_dir_of(config: AgentConfig, override: Path | None) -> Path:
-    """The data dir: a command-line override, else the config's."""
-    return override or config.data_dir

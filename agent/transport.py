@@ -7,6 +7,7 @@ incoming messages to a bounded queue; nothing slow runs on paho's network thread
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import socket
@@ -115,9 +116,9 @@ class MqttTransport:
         self.dropped_backlog = 0
         self.dropped_inbox = 0
         self.pending_live_bytes = 0
-        self._pending: dict[int, int] = {}
-        self._written_early: set[int] = set()
-        self._pending_lock = threading.RLock()
+        # Live frames handed to paho but not yet written to the socket, oldest first.
+        self._pending: collections.deque[tuple[mqtt.MQTTMessageInfo, int]] = collections.deque()
+        self._pending_lock = threading.Lock()
         self.last_error = ""
         self._birth = birth
         self._stopping = False
@@ -151,7 +152,6 @@ class MqttTransport:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_publish = self._on_publish
 
     # --- paho callbacks (network thread: record and hand off only) -----------------------
 
@@ -176,16 +176,7 @@ class MqttTransport:
         self.connected.clear()
         with self._pending_lock:  # paho discards unsent QoS 0 packets on reconnect
             self._pending.clear()
-            self._written_early.clear()
             self.pending_live_bytes = 0
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
-        with self._pending_lock:
-            size = self._pending.pop(mid, None)
-            if size is None:
-                self._written_early.add(mid)
-            else:
-                self.pending_live_bytes -= size
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         message = f"broker {self.addr.url}: cannot connect; retrying"
@@ -231,22 +222,37 @@ class MqttTransport:
         if qos == 0 and not self.connected.is_set():
             self.dropped_offline += 1
             return False
-        with self._pending_lock:
-            if qos == 0 and self.pending_live_bytes + len(payload) > PENDING_LIVE_BYTES:
-                self.dropped_backlog += 1
-                return False
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                self.dropped_offline += 1
-                return False
-            if qos == 0:
-                if info.mid in self._written_early:
-                    self._written_early.discard(info.mid)
-                else:
-                    self._pending[info.mid] = len(payload)
-                    self.pending_live_bytes += len(payload)
+        if qos == 0:
+            # Never call into paho while holding our lock: paho calls back holding its own.
+            with self._pending_lock:
+                while self._pending and self._pending[0][0].is_published():
+                    self.pending_live_bytes -= self._pending.popleft()[1]
+                if self.pending_live_bytes + len(payload) > PENDING_LIVE_BYTES:
+                    self.dropped_backlog += 1
+                    return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.dropped_offline += 1
+            return False
+        if qos == 0:
+            with self._pending_lock:
+                self._pending.append((info, len(payload)))
+                self.pending_live_bytes += len(payload)
         self.bytes_sent += len(payload)
         return True
+
+    def publish_durable(self, topic: str, payload: bytes,
+                        retain: bool = False) -> mqtt.MQTTMessageInfo | None:
+        """Publish with QoS 1 and return paho's handle to watch for the PUBACK.
+
+        While offline paho keeps the message and sends it after reconnecting, so "not
+        connected" still counts as handed over; None means paho's queue is full.
+        """
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return None
+        self.bytes_sent += len(payload)
+        return info
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now and after every reconnect."""
