@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from agent.errors import BrokerError, ConfigError
 
@@ -105,7 +107,8 @@ class MqttTransport:
     def __init__(self, addr: BrokerAddress, client_id: str, tls: TlsFiles, protocol: str = "5",
                  keepalive: int = 30, will: tuple[str, bytes] | None = None,
                  birth: Callable[[], list[tuple[str, bytes]]] | None = None,
-                 subscriptions: tuple[str, ...] = (), inbox_limit: int = INBOX_LIMIT) -> None:
+                 subscriptions: tuple[str, ...] = (), inbox_limit: int = INBOX_LIMIT,
+                 session_expiry: int = 0) -> None:
         self.addr = addr
         self.subscriptions = subscriptions
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=inbox_limit)
@@ -124,13 +127,16 @@ class MqttTransport:
         self._stopping = False
         self._keepalive = keepalive
         self._v5 = protocol == "5"
+        # session_expiry > 0: the broker keeps our subscriptions and queues QoS 1 messages
+        # for us while we are away (a Command Centre receiver that must not miss any).
+        self._session_expiry = session_expiry
         if self._v5:
             self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                        client_id=client_id, protocol=mqtt.MQTTv5)
         else:
             self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                        client_id=client_id, protocol=mqtt.MQTTv311,
-                                       clean_session=True)
+                                       clean_session=session_expiry == 0)
         if addr.tls:
             try:
                 self._client.tls_set(ca_certs=tls.ca_file or None,
@@ -194,8 +200,14 @@ class MqttTransport:
 
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting until :meth:`stop`."""
+        extra: dict[str, Any] = {}
+        if self._v5 and self._session_expiry:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self._session_expiry
+            extra = {"clean_start": False, "properties": props}
         try:
-            self._client.connect_async(self.addr.host, self.addr.port, keepalive=self._keepalive)
+            self._client.connect_async(self.addr.host, self.addr.port, keepalive=self._keepalive,
+                                       **extra)
         except (OSError, ValueError) as exc:
             raise BrokerError(_describe_connect_error(self.addr, exc)) from exc
         self._client.loop_start()

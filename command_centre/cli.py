@@ -19,8 +19,8 @@ from agent.protocol import DEFAULT_PREFIX
 from command_centre import fleet as fleet_mod
 from command_centre.keys import Home, Registry
 from command_centre.receiver import Receiver
-from command_centre.station import Connection, Station
-from command_centre.viewer import FolderWriter, FrameStore, serve
+from command_centre.station import OWN_KINDS, SHARED_KINDS, Connection, Station
+from command_centre.viewer import FolderWriter, FrameStore, serve, serve_metrics
 
 log = logging.getLogger("edge-cc")
 CONNECTION_FILE = "connection.json"
@@ -86,13 +86,15 @@ def _connection(args: argparse.Namespace) -> tuple[Connection, str]:
             args.prefix or saved.get("prefix") or DEFAULT_PREFIX)
 
 
-def _station(args: argparse.Namespace, on_frame: Any = None) -> tuple[Station, Registry]:
+def _station(args: argparse.Namespace, on_frame: Any = None,
+             kinds: tuple[str, ...] | None = None) -> tuple[Station, Registry]:
     conn, prefix = _connection(args)
     home = _home(args)
     registry = Registry(home.path / "agents.json")
     receiver = Receiver(prefix, registry.load(), home.recipient_key(args.recipient),
                         on_frame=on_frame)
-    return Station(conn, prefix, receiver), registry
+    return Station(conn, prefix, receiver, share_group=getattr(args, "share_group", "") or "",
+                   kinds=kinds or SHARED_KINDS + OWN_KINDS), registry
 
 
 def _stop_on_signals() -> threading.Event:
@@ -142,17 +144,72 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace, station: Station, rows: list[dict[str, Any]]) -> str:
+    if args.json:
+        return json.dumps(rows, indent=2)
+    if args.prometheus:
+        r = station.receiver
+        return fleet_mod.prometheus(rows, r.dropped, r.frames_ok).rstrip("\n")
+    return fleet_mod.table(rows)
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
-    """Print the fleet table (or JSON) from retained state and heartbeats."""
-    station, registry = _station(args)
+    """Print the fleet (table, JSON or Prometheus); with --watch, keep it live and print
+    one alert line per change."""
+    kinds = ("state", "hb", "ev", "ack")
+    station, registry = _station(args, kinds=kinds)
     if not station.start(wait=10):
         raise AgentError(f"broker {station.transport.addr.url}: cannot connect; check "
                          "--broker and --ca")
+    registered = list(registry.load())
+
+    def current() -> list[dict[str, Any]]:
+        return fleet_mod.rows(station.receiver.agents, registered)
+
+    server = None
+    if args.metrics_port is not None:
+        server = serve_metrics(lambda: fleet_mod.prometheus(
+            current(), station.receiver.dropped, station.receiver.frames_ok), args.metrics_port)
+        print(f"metrics: http://127.0.0.1:{server.server_address[1]}/metrics", flush=True)
     time.sleep(args.wait)
+    rows = current()
+    print(_render(args, station, rows), flush=True)
+    stop = _stop_on_signals()
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    while args.watch and not stop.wait(args.interval):
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        new = current()
+        stamp = time.strftime("%H:%M:%S")
+        for line in fleet_mod.alerts(rows, new):
+            print(f"{stamp} {line}", flush=True)
+        rows = new
+        if args.table:
+            print(f"\n{stamp}\n{_render(args, station, rows)}", flush=True)
+    if server is not None:
+        server.shutdown()
     station.stop()
-    rows = fleet_mod.rows(station.receiver.agents, list(registry.load()))
-    print(json.dumps(rows, indent=2) if args.json else fleet_mod.table(rows))
     return 0
+
+
+def cmd_command(args: argparse.Namespace) -> int:
+    """Send a signed command (rebirth, ping) and print the agent's answer."""
+    station, _registry = _station(args, kinds=("ack",))
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect; check "
+                         "--broker and --ca")
+    try:
+        ack = station.command(_home(args).signing_key(), args.agent, args.command,
+                              timeout=args.timeout)
+    finally:
+        station.stop()
+    if ack is None:
+        print(f"{args.agent}: no answer within {args.timeout:.0f} s (offline, or not "
+              "enrolled with this Command Centre's key)")
+        return 1
+    print(f"{args.agent}: {args.command} {ack.get('outcome')}"
+          + (f" ({ack.get('reason')})" if ack.get("reason") else ""))
+    return 0 if ack.get("outcome") == "done" else 1
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -190,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fingerprint", help="show the Command Centre key fingerprints")
     f.set_defaults(func=cmd_fingerprint)
     for name, func, helptext in (("view", cmd_view, "live view: decrypt and show frames"),
-                                 ("fleet", cmd_fleet, "table of agents and cameras")):
+                                 ("fleet", cmd_fleet, "table of agents and cameras"),
+                                 ("rebirth", cmd_command, "ask an agent for its full state"),
+                                 ("ping", cmd_command, "check an agent answers commands")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--broker", help="mqtts://host:port (default: from 'edge-cc bundle')")
         s.add_argument("--ca", help="CA file that signed the broker's certificate")
@@ -200,16 +259,35 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--prefix", help="topic prefix (default: from 'edge-cc bundle')")
         s.add_argument("--recipient", default="cc", help="whose key decrypts (default cc)")
         s.set_defaults(func=func)
-        if name == "view":
+        if name in ("rebirth", "ping"):
+            s.add_argument("agent", help="agent id")
+            s.add_argument("--timeout", type=float, default=10.0)
+            s.set_defaults(command=name)
+        elif name == "view":
             s.add_argument("--port", type=int, default=8090,
                            help="live page port on 127.0.0.1 (0 = any free, -1 = none)")
             s.add_argument("--out", help="also write decrypted JPEGs under this folder")
             s.add_argument("--keep", type=int, default=1000, help="JPEGs kept per camera")
             s.add_argument("--seconds", type=float, default=0, help="stop after N s (0 = never)")
         else:
-            s.add_argument("--json", action="store_true", help="print JSON")
+            out = s.add_mutually_exclusive_group()
+            out.add_argument("--json", action="store_true", help="print JSON")
+            out.add_argument("--prometheus", action="store_true",
+                             help="print Prometheus text-format metrics")
             s.add_argument("--wait", type=float, default=2.0,
                            help="seconds to collect retained state (default %(default)s)")
+            s.add_argument("--watch", action="store_true",
+                           help="keep running; print an alert line for every change")
+            s.add_argument("--table", action="store_true",
+                           help="with --watch: also reprint the table every --interval")
+            s.add_argument("--interval", type=float, default=5.0,
+                           help="seconds between checks with --watch (default %(default)s)")
+            s.add_argument("--seconds", type=float, default=0,
+                           help="with --watch: stop after N s (0 = never)")
+            s.add_argument("--metrics-port", type=int,
+                           help="serve /metrics on 127.0.0.1:PORT while running")
+            s.add_argument("--share-group", default="",
+                           help="split the load with other receivers (MQTT 5 $share group)")
     return p
 
 

@@ -43,6 +43,7 @@ class LocalBroker:
     key_file: Path
     require_certificate: bool = False
     plain: bool = False
+    persistence: bool = False
     port: int = 0
     plain_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -64,7 +65,9 @@ class LocalBroker:
         lines = [
             "per_listener_settings false",
             "allow_anonymous true",
-            "persistence false",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

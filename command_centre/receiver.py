@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 KEYS_PER_CAMERA = 3
 MAX_AGENTS_LOGGED = 10_000
+EVENTS_KEPT = 1000
 
 
 @dataclass
@@ -42,7 +43,10 @@ class AgentView:
     last_hb: dict[str, Any] | None = None
     last_hb_at: float = 0.0
     last_seq: dict[str, int] = field(default_factory=dict)
-    """Newest sequence seen per stream (state, hb, keys/<camera>): older ones are replays."""
+    """Newest sequence seen per stream (state, hb, ev, keys/<camera>): an older or equal one
+    is a duplicate (the outbox re-sends after a crash) or a replay, and is dropped."""
+    faults: dict[str, set[str]] = field(default_factory=dict)
+    """Camera -> active faults, from events as they happen and from each heartbeat."""
 
 
 @dataclass
@@ -54,14 +58,19 @@ class CameraKeys:
 
 
 Sink = Callable[[OpenedFrame], None]
+SignedSink = Callable[[str, dict[str, Any]], None]
 
 
 class Receiver:
     """Verifies and decrypts messages for one recipient key."""
 
     def __init__(self, prefix: str, registry: dict[str, bytes], recipient_key: bytes,
-                 on_frame: Sink | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_frame: Sink | None = None, clock: Callable[[], float] = time.time,
+                 on_signed: SignedSink | None = None) -> None:
         self.prefix = prefix
+        self.on_signed = on_signed
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self.acks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.registry = registry
         self.recipient_key = recipient_key
         self.on_frame = on_frame
@@ -88,6 +97,7 @@ class Receiver:
             return None
         agent, kind = parsed.agent, parsed.kind
         opened = None
+        accepted: dict[str, Any] | None = None
         with self._lock:
             if agent not in self.registry:
                 self._drop("unknown-agent", agent, "register it with 'edge-cc register'")
@@ -96,7 +106,7 @@ class Receiver:
                 if kind in ("live", "snap"):
                     opened = self._frame(agent, parsed.camera, payload)
                 elif kind in ("state", "hb", "keys", "ev", "ack"):
-                    self._signed(agent, kind, parsed.camera, payload)
+                    accepted = self._signed(agent, kind, parsed.camera, payload)
             except AuthenticationFailed:
                 self._drop("bad-frame" if kind in ("live", "snap") else f"bad-signature-{kind}",
                            agent)
@@ -104,6 +114,8 @@ class Receiver:
                 self._drop(f"malformed-{kind}", agent, str(exc))
         if opened is not None and self.on_frame is not None:
             self.on_frame(opened)
+        if accepted is not None and self.on_signed is not None:
+            self.on_signed(kind, accepted)
         return opened
 
     def _view(self, agent: str) -> AgentView:
@@ -112,9 +124,10 @@ class Receiver:
             view = self.agents[agent] = AgentView(agent)
         return view
 
-    def _signed(self, agent: str, kind: str, camera: str, payload: bytes) -> None:
+    def _signed(self, agent: str, kind: str, camera: str,
+                payload: bytes) -> dict[str, Any] | None:
         if not payload:
-            return  # a cleared retained topic
+            return None  # a cleared retained topic
         body = verify_message(self.registry[agent], payload)
         if body.get("agent") != agent:
             raise Rejected("message names another agent than its topic")
@@ -123,10 +136,12 @@ class Receiver:
         seq, stream = body.get("seq"), f"{kind}/{camera}" if camera else kind
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise Rejected("message has no sequence number")
-        if seq <= view.last_seq.get(stream, -1):
-            if seq < view.last_seq.get(stream, -1):
-                self._drop(f"replayed-{kind}", agent)
-            return  # the same message again (e.g. retained on re-subscribe): nothing new
+        last = view.last_seq.get(stream, -1)
+        # The will ("offline") is signed when the agent connects, so it carries an older
+        # sequence than the birth: state only drops exact repeats.
+        if seq == last or (seq < last and kind != "state"):
+            self.dropped[f"duplicate-{kind}"] += 1
+            return None
         view.last_seq[stream] = seq
         view.last_seen = now
         if kind == "state":
@@ -134,6 +149,18 @@ class Receiver:
                 view.state, view.state_at = str(body["state"]), now
         elif kind == "hb":
             view.last_hb, view.last_hb_at = body, now
+            for cam in body.get("cameras", []):
+                if isinstance(cam, dict) and isinstance(cam.get("faults"), list):
+                    view.faults[str(cam.get("id"))] = {str(f) for f in cam["faults"]}
+        elif kind == "ev":
+            self.events.append(body)
+            if body.get("event") == "fault":
+                active = view.faults.setdefault(str(body.get("camera")), set())
+                (active.add if body.get("active") else active.discard)(str(body.get("fault")))
+        elif kind == "ack":
+            self.acks[str(body.get("ref", ""))] = body
+            while len(self.acks) > EVENTS_KEPT:
+                self.acks.popitem(last=False)
         elif kind == "keys":
             if body.get("camera") != camera or not isinstance(body.get("epoch"), int):
                 raise Rejected("key announcement does not match its topic")
@@ -142,12 +169,13 @@ class Receiver:
             except AuthenticationFailed:
                 self._drop("not-a-recipient", agent, "this Command Centre key is not in "
                            "the agent's bundle")
-                return
+                return None
             cam = self.cameras.setdefault((agent, camera), CameraKeys())
             cam.keys[body["epoch"]] = key
             while len(cam.keys) > KEYS_PER_CAMERA:
                 old, _ = cam.keys.popitem(last=False)
                 cam.last_seq.pop(old, None)
+        return body
 
     def _frame(self, agent: str, camera: str, payload: bytes) -> OpenedFrame | None:
         header, _aad, _ct = split_frame(payload)

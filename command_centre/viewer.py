@@ -158,3 +158,28 @@ def serve(store: FrameStore, fleet: Callable[[], list[dict[str, Any]]], port: in
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="cc-viewer", daemon=True).start()
     return server
+
+
+def serve_metrics(render: Callable[[], str], port: int,
+                  host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve Prometheus metrics at /metrics in a background thread."""
+
+    class Metrics(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics: " + format, *args)
+
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            body = render().encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, port), Metrics)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="cc-metrics", daemon=True).start()
+    return server

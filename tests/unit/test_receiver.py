@@ -63,7 +63,7 @@ def test_forgeries_unknown_agents_and_garbage_are_counted_not_raised(
     rx.handle(T.hb, sign_message(agent_key, hb))
     rx.handle(T.hb, sign_message(agent_key, {**hb, "seq": 4}))  # older: a replay
     assert rx.agents["box-r"].last_hb is not None and rx.agents["box-r"].last_hb["seq"] == 5
-    assert rx.dropped["replayed-hb"] == 1
+    assert rx.dropped["duplicate-hb"] == 1
 
 
 def test_a_tampered_frame_is_dropped(parts: tuple[bytes, bytes, Receiver]) -> None:
