@@ -60,9 +60,10 @@ def cc_home(tmp_path_factory: pytest.TempPathFactory) -> Home:
 
 @pytest.fixture
 def bench(cc_home: Home, tmp_path: Path) -> Iterator[Bench]:
+    """A broker like production: TLS, and persistence (sessions survive its restarts)."""
     broker = LocalBroker(tmp_path / "broker", cc_home.path / "ca.pem",
                          cc_home.path / "broker.pem", cc_home.path / "broker.key",
-                         plain=True).start()
+                         plain=True, persistence=True).start()
     try:
         yield Bench(cc_home, broker)
     finally:

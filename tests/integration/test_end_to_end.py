@@ -5,64 +5,23 @@ from __future__ import annotations
 
 import logging
 import ssl
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
+from helpers import PREFIX, Collector, station, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import config
 from agent.encode import decode_jpeg
-from agent.envelope import OpenedFrame
 from agent.sample import STREET
 from agent.service import Agent
-from command_centre.receiver import Receiver
-from command_centre.station import Connection, Station
 from conftest import Bench, RtspServer, write_agent_config
 
 pytestmark = pytest.mark.integration
-PREFIX = "cctv/v1"
 TOL = 4
-
-
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-class Collector:
-    """Frames a Command Centre receiver opened, per camera."""
-
-    def __init__(self) -> None:
-        self.frames: dict[str, list[OpenedFrame]] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, frame: OpenedFrame) -> None:
-        with self.lock:
-            self.frames.setdefault(frame.header.camera, []).append(frame)
-
-    def count(self, camera: str) -> int:
-        with self.lock:
-            return len(self.frames.get(camera, []))
-
-
-def station(bench: Bench, recipient: bytes, sink: Collector | None = None,
-            url: str | None = None) -> Station:
-    registry = {}
-    from command_centre.keys import Registry
-    registry = Registry(bench.home.path / "agents.json").load()
-    st = Station(Connection(url or bench.broker.url, bench.ca), PREFIX,
-                 Receiver(PREFIX, registry, recipient, on_frame=sink))
-    assert st.start(wait=10), "Command Centre could not connect to the test broker"
-    return st
 
 
 class RawSubscriber:
