@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
-from helpers import PREFIX, Collector, station, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import config
@@ -19,6 +18,7 @@ from agent.encode import decode_jpeg
 from agent.sample import STREET
 from agent.service import Agent
 from conftest import Bench, RtspServer, write_agent_config
+from helpers import PREFIX, Collector, station, wait_for
 
 pytestmark = pytest.mark.integration
 TOL = 4
@@ -134,6 +134,11 @@ def test_camera_server_killed_and_restarted_agent_resumes(
                  "frames again after the camera came back")
         assert capture.stats.reconnects >= 1
         assert agent.pipelines[0].is_alive() and capture.is_alive()
+        # The drop and the return were each told at once, as signed events.
+        wait_for(lambda: [b["state"] for b in frames.bodies("ev") if b["event"] == "state"]
+                 [-1:] == ["streaming"], 15, "a 'streaming again' event")
+        states = [b["state"] for b in frames.bodies("ev") if b["event"] == "state"]
+        assert {"connecting", "offline"} & set(states)
     finally:
         agent.shutdown()
         cc.stop()

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Collector, station, wait_for
-from video import fault_clip, make
 
 from agent import config
 from agent.sample import STREET
 from agent.service import Agent
 from conftest import Bench, write_agent_config
+from helpers import Collector, station, wait_for
+from video import fault_clip, make
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from video import through_h264
 
 from agent.health import CONFIRM, FROZEN_SECONDS, Fault, HealthAnalyzer, Reference
+from video import through_h264
 
 STEP = 0.5  # the monitor samples each camera at most twice a second
 
