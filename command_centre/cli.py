@@ -94,7 +94,8 @@ def _station(args: argparse.Namespace, on_frame: Any = None,
     receiver = Receiver(prefix, registry.load(), home.recipient_key(args.recipient),
                         on_frame=on_frame)
     return Station(conn, prefix, receiver, share_group=getattr(args, "share_group", "") or "",
-                   kinds=kinds or SHARED_KINDS + OWN_KINDS), registry
+                   kinds=kinds or SHARED_KINDS + OWN_KINDS,
+                   session=getattr(args, "session", "") or ""), registry
 
 
 def _stop_on_signals() -> threading.Event:
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="serve /metrics on 127.0.0.1:PORT while running")
             s.add_argument("--share-group", default="",
                            help="split the load with other receivers (MQTT 5 $share group)")
+            s.add_argument("--session", default="",
+                           help="a named session the broker keeps while we are away, so "
+                                "no heartbeat or event is missed (one name per receiver)")
     return p
 
 

@@ -78,9 +78,14 @@ class Receiver:
         self.cameras: dict[tuple[str, str], CameraKeys] = {}
         self.dropped: Counter[str] = Counter()
         self.frames_ok = 0
+        self.heartbeats = 0
         self._clock = clock
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+
+    def agents_seen(self) -> int:
+        """Heartbeats accepted so far (all agents)."""
+        return self.heartbeats
 
     def _drop(self, reason: str, agent: str, detail: str = "") -> None:
         self.dropped[reason] += 1
@@ -149,6 +154,7 @@ class Receiver:
                 view.state, view.state_at = str(body["state"]), now
         elif kind == "hb":
             view.last_hb, view.last_hb_at = body, now
+            self.heartbeats += 1
             for cam in body.get("cameras", []):
                 if isinstance(cam, dict) and isinstance(cam.get("faults"), list):
                     view.faults[str(cam.get("id"))] = {str(f) for f in cam["faults"]}
