@@ -18,7 +18,8 @@ from agent.redact import redact_url
 DEFAULT_PATH = Path("/etc/edge-agent/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/edge-agent")
 CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-MODES = ("continuous", "off")
+MODES = ("on-request", "continuous", "off")
+GROUP = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -91,8 +92,11 @@ class CameraConfig:
     share: tuple[Polygon, ...]
     share_error: str | None = None
     """Why the share region is unusable (the camera then sends no pixels), else None."""
-    mode: str = "continuous"
+    mode: str = "on-request"
+    """on-request: snapshots every snapshot_interval, live only on request; continuous:
+    live all the time; off: heartbeats only."""
     fps: float = 2.0
+    snapshot_interval: float = 60.0
     jpeg_quality: int = 80
     max_width: int = 1920
     crop: bool = True
@@ -120,6 +124,8 @@ class AgentConfig:
     key_rotation: float = 3600.0
     log_level: str = "info"
     outbox_max_mb: int = 32
+    groups: tuple[str, ...] = ()
+    rollback_after: float = 30.0
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     cameras: tuple[CameraConfig, ...] = ()
     version: int = 0
@@ -160,7 +166,8 @@ def _parse_share(path: str, raw: object) -> tuple[tuple[Polygon, ...], str | Non
 def _parse_camera(i: int, raw: object) -> CameraConfig:
     path = f"cameras[{i}]"
     t = _table(path, raw)
-    _unknown(path, t, {"id", "source", "share", "mode", "fps", "jpeg_quality", "max_width", "crop"})
+    _unknown(path, t, {"id", "source", "share", "mode", "fps", "jpeg_quality", "max_width",
+                       "crop", "snapshot_interval"})
     if "id" not in t:
         raise ConfigError(f"{path}.id: missing; expected a short name like \"front\"")
     cam_id = _check_str(f"{path}.id", t["id"])
@@ -180,8 +187,10 @@ def _parse_camera(i: int, raw: object) -> CameraConfig:
         source=Source.parse(f"{path}.source", t["source"]),
         share=share,
         share_error=share_error,
-        mode=_check_choice(f"{path}.mode", t.get("mode", "continuous"), MODES),
+        mode=_check_choice(f"{path}.mode", t.get("mode", "on-request"), MODES),
         fps=_check_range(f"{path}.fps", t.get("fps", 2.0), 0.1, 30),
+        snapshot_interval=_check_range(f"{path}.snapshot_interval",
+                                       t.get("snapshot_interval", 60), 0, 86400),
         jpeg_quality=int(_check_range(f"{path}.jpeg_quality", t.get("jpeg_quality", 80), 10, 95,
                                       int)),
         max_width=int(_check_range(f"{path}.max_width", t.get("max_width", 1920), 0, 8192, int)),
@@ -222,7 +231,12 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
     _unknown("", data, {"agent", "broker", "cameras", "version"})
     agent = _table("agent", data.get("agent", {}))
     _unknown("agent", agent, {"data_dir", "heartbeat_interval", "key_rotation", "log_level",
-                              "outbox_max_mb"})
+                              "outbox_max_mb", "groups", "rollback_after"})
+    groups = agent.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and GROUP.match(g)
+                                               for g in groups):
+        raise ConfigError(f"agent.groups: {groups!r} is not valid; expected a list of names "
+                          "like [\"hotels\", \"kuta\"] (lower-case letters, digits, '-')")
     cams_raw = data.get("cameras", [])
     if not isinstance(cams_raw, list):
         raise ConfigError("cameras: expected one or more [[cameras]] tables")
@@ -243,6 +257,9 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
         log_level=_check_choice("agent.log_level", agent.get("log_level", "info"), LOG_LEVELS),
         outbox_max_mb=int(_check_range("agent.outbox_max_mb", agent.get("outbox_max_mb", 32),
                                        1, 4096, int)),
+        groups=tuple(groups),
+        rollback_after=_check_range("agent.rollback_after", agent.get("rollback_after", 30),
+                                    5, 600),
         broker=_parse_broker(data.get("broker", {})),
         cameras=cameras,
         version=int(_check_range("version", data.get("version", 0), 0, 2**53, int)),

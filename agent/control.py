@@ -20,7 +20,9 @@ from agent.errors import AuthenticationFailed, Rejected
 MAX_LIFETIME_MS = 5 * 60 * 1000
 CLOCK_SKEW_MS = 60 * 1000
 REPLAY_CACHE = 4096
-KNOWN = ("rebirth", "ping")
+MAX_COMMAND = 16 * 1024
+MAX_LIVE_S = 3600
+KNOWN = ("live-start", "live-stop", "snapshot", "rebirth", "ping")
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,18 @@ class CommandVerifier:
     """Verifies commands for one agent and remembers their ids until they expire."""
 
     def __init__(self, agent_id: str, cc_key: bytes,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 cameras: Callable[[], set[str]] = set) -> None:
         self.agent_id = agent_id
+        self._cameras = cameras
         self.cc_key = cc_key
         self._wall = wall
         self._seen: OrderedDict[str, int] = OrderedDict()
 
     def verify(self, payload: bytes) -> Command:
         """Return the command, or raise Rejected with a one-sentence reason."""
+        if len(payload) > MAX_COMMAND:
+            raise Rejected(f"the command is over {MAX_COMMAND // 1024} KB")
         try:
             body = verify_message(self.cc_key, payload)
         except AuthenticationFailed as exc:
@@ -76,7 +82,27 @@ class CommandVerifier:
             raise Rejected(f"unknown command {name!r}; expected one of {', '.join(KNOWN)}")
         if not isinstance(args, dict):
             raise Rejected("the command's args are not an object")
-        return Command(cid, str(name), args, exp)
+        return Command(cid, str(name), self._check_args(str(name), args), exp)
+
+    def _check_args(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name in ("rebirth", "ping"):
+            return {}
+        camera = args.get("camera")
+        if camera not in self._cameras():
+            raise Rejected(f"camera {camera!r} is not on this box; expected one of "
+                           f"{', '.join(sorted(self._cameras())) or '(none)'}")
+        out: dict[str, Any] = {"camera": camera}
+        if name == "live-start":
+            seconds, fps = args.get("seconds", 60), args.get("fps")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not (
+                    1 <= seconds <= MAX_LIVE_S):
+                raise Rejected(f"live-start seconds {seconds!r} is not valid; expected 1 to "
+                               f"{MAX_LIVE_S}")
+            if fps is not None and (not isinstance(fps, int | float) or isinstance(fps, bool)
+                                    or not 0.1 <= fps <= 30):
+                raise Rejected(f"live-start fps {fps!r} is not valid; expected 0.1 to 30")
+            out.update(seconds=float(seconds), fps=None if fps is None else float(fps))
+        return out
 
 
 def command_body(target: str, name: str, cid: str, now_ms: int,

@@ -43,6 +43,7 @@ class HealthMonitor(threading.Thread):
                 data_dir, p.cam.id, [q.points for q in p.cam.share])))
             for p in pipelines}
         self.heartbeat_at = clock()
+        self._data_dir = data_dir
         self._emit = emit
         self._clock = clock
         self._stop_event = threading.Event()
@@ -51,9 +52,18 @@ class HealthMonitor(threading.Thread):
         """Ask the thread to end; join() it afterwards."""
         self._stop_event.set()
 
+    def set_pipelines(self, pipelines: list[CameraPipeline]) -> None:
+        """Follow a new set of cameras (after a config change); unchanged ones keep state."""
+        old = self.cameras
+        self.cameras = {p.cam.id: old[p.cam.id] if p.cam.id in old and old[p.cam.id].pipeline
+                        is p else Watched(p, HealthAnalyzer(reference_path(
+                            self._data_dir, p.cam.id, [q.points for q in p.cam.share])))
+                        for p in pipelines}
+
     def faults(self, camera: str) -> list[str]:
         """The camera's current faults, sorted, for the heartbeat."""
-        return sorted(f.value for f in self.cameras[camera].faults)
+        w = self.cameras.get(camera)
+        return sorted(f.value for f in w.faults) if w else []
 
     def check(self, w: Watched) -> None:
         """Look at one camera once: state change, then (if streaming) a health sample."""
@@ -88,7 +98,7 @@ class HealthMonitor(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             self.heartbeat_at = self._clock()
-            for w in self.cameras.values():
+            for w in list(self.cameras.values()):
                 try:
                     self.check(w)
                 except Exception:  # one camera's odd frame must not stop health for all

@@ -56,7 +56,12 @@ class CameraPipeline(threading.Thread):
         self.topics = topics
         self.recipients = recipients
         self.frames_out = 0
+        self.snapshots_out = 0
         self.mask_failures = 0
+        self.live_until = 0.0
+        self.live_fps = cam.fps
+        self._snap_requested = threading.Event()
+        self._wake = threading.Event()
         self.heartbeat_at = clock()
         self.epoch: Epoch | None = None
         self.announcement: bytes | None = None
@@ -92,6 +97,33 @@ class CameraPipeline(threading.Thread):
     def stop(self) -> None:
         """Ask the thread to end; join() it afterwards."""
         self._stop_event.set()
+        self._wake.set()
+
+    def set_rotation(self, seconds: float) -> None:
+        """Change how often the content key rotates (a remote config may)."""
+        self._rotation = seconds
+
+    @property
+    def live(self) -> bool:
+        """True while live frames are being sent (continuous, or a live-start in force)."""
+        return self.cam.mode == "continuous" or (
+            self.cam.mode == "on-request" and self._clock() < self.live_until)
+
+    def live_start(self, seconds: float, fps: float | None = None) -> None:
+        """Send live frames for ``seconds`` (on-request mode); then stop by itself."""
+        self.live_until = self._clock() + seconds
+        self.live_fps = fps or self.cam.fps
+        self._wake.set()
+
+    def live_stop(self) -> None:
+        """End a live view now."""
+        self.live_until = 0.0
+        self._wake.set()
+
+    def request_snapshot(self) -> None:
+        """Send one snapshot (encrypted JPEG on the snap topic) as soon as a frame is there."""
+        self._snap_requested.set()
+        self._wake.set()
 
     def _log_once(self, key: str, message: str) -> None:
         if key not in self._logged:
@@ -132,26 +164,48 @@ class CameraPipeline(threading.Thread):
                              src=(src_w, src_h), roi=roi)
         return seal_frame(epoch.sealer, header, enc.data)
 
+    def _snapshot_due(self, next_snap: float) -> bool:
+        if self._snap_requested.is_set():
+            return True
+        return (self.cam.mode == "on-request" and self.cam.snapshot_interval > 0
+                and self._clock() >= next_snap)
+
     def run(self) -> None:
         if not self.sending:
             reason = ("sharing is off" if self.cam.mode == "off"
                       else self.cam.share_error or "no share region")
             self._log_once("off", f"no video will be sent ({reason})")
             return
-        interval = 1.0 / self.cam.fps
         seen = 0
-        next_due = self._clock()
+        next_live = next_snap = self._clock()  # the first snapshot as soon as there is a frame
         while not self._stop_event.is_set():
-            self.heartbeat_at = self._clock()
-            if self.epoch is None or self._clock() - self.epoch.started >= self._rotation:
+            self.heartbeat_at = now = self._clock()
+            if self.epoch is None or now - self.epoch.started >= self._rotation:
                 self.rotate()
+            live, snap = self.live, self._snapshot_due(next_snap)
+            if not live and not snap:
+                # Idle: nobody watches and no snapshot is due; commands wake us.
+                wait = 1.0 if self.cam.mode != "on-request" or not self.cam.snapshot_interval \
+                    else min(1.0, max(0.0, next_snap - now))
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
             got = self.capture.latest.get_newer(seen, timeout=1.0)
             if got is None:
                 continue
             seen, frame, _at = got
-            payload = self.process(frame, self._wall())
-            if payload is not None and self._publish(self.topics.live(self.cam.id), payload,
-                                                     0, False):
-                self.frames_out += 1
-            next_due = max(next_due + interval, self._clock())
-            self._stop_event.wait(max(0.0, next_due - self._clock()))
+            if snap:
+                self._snap_requested.clear()
+                next_snap = self._clock() + (self.cam.snapshot_interval or 86400)
+                payload = self.process(frame, self._wall())
+                if payload is not None and self._publish(self.topics.snap(self.cam.id),
+                                                         payload, 1, False):
+                    self.snapshots_out += 1
+            if live:
+                payload = self.process(frame, self._wall())
+                if payload is not None and self._publish(self.topics.live(self.cam.id),
+                                                         payload, 0, False):
+                    self.frames_out += 1
+                next_live = max(next_live + 1.0 / self.live_fps, self._clock())
+                self._wake.wait(max(0.0, next_live - self._clock()))
+                self._wake.clear()

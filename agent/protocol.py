@@ -119,6 +119,10 @@ class Topics:
         """Signed acknowledgements (agent -> Command Centre)."""
         return f"{self.base}/ack"
 
+    def group_config(self, group: str) -> str:
+        """Retained signed config for every agent of a group (``_group`` is no agent id)."""
+        return f"{self.prefix}/_group/{group}/config"
+
     def keys(self, camera: str) -> str:
         """Retained key announcement of a camera."""
         return f"{self.base}/keys/{camera}"

@@ -17,8 +17,8 @@ from typing import Any
 
 import schedule
 
-from agent.camera import CaptureThread, OpenCVSource
-from agent.config import AgentConfig
+from agent.camera import CameraState, CaptureThread, OpenCVSource
+from agent.config import AgentConfig, CameraConfig
 from agent.control import Command, CommandVerifier
 from agent.encode import JpegEncoder
 from agent.envelope import sign_message
@@ -29,6 +29,7 @@ from agent.monitor import HealthMonitor
 from agent.outbox import Outbox, OutboxSender
 from agent.pipeline import CameraPipeline
 from agent.protocol import Topics
+from agent.reconfigure import ConfigManager
 from agent.sysinfo import system_status
 from agent.transport import BrokerAddress, MqttTransport, TlsFiles
 
@@ -94,20 +95,20 @@ class Agent:
             self.broker.addr, client_id=f"edge-{identity.agent_id}", tls=self.broker.tls,
             protocol=self.broker.protocol, keepalive=self.broker.keepalive,
             will=(self.topics.state, self._state_message("offline", clean=False)),
-            birth=self._birth, subscriptions=(self.topics.cmd,),
+            birth=self._birth,
+            subscriptions=(self.topics.cmd, self.topics.config,
+                           *(self.topics.group_config(g) for g in config.groups)),
         )
         self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
         self.sender = OutboxSender(self.outbox, self.transport.publish_durable,
                                    self.transport.connected, clock=clock)
-        self.pipelines: list[CameraPipeline] = []
-        for cam in config.cameras:
-            capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id), clock=clock)
-            self.pipelines.append(CameraPipeline(
-                cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width), self.topics,
-                identity.bundle.recipients, self._publish, self.sign, self.next_seq,
-                config.key_rotation, wall=wall, clock=clock))
+        self.pipelines: list[CameraPipeline] = [self._pipeline(cam) for cam in config.cameras]
         self.monitor = HealthMonitor(self.pipelines, config.data_dir, self.event, clock=clock)
-        self.verifier = CommandVerifier(identity.agent_id, identity.bundle.cc_signing_key, wall)
+        self.verifier = CommandVerifier(identity.agent_id, identity.bundle.cc_signing_key, wall,
+                                        cameras=lambda: {p.cam.id for p in self.pipelines})
+        self.configs = ConfigManager(identity.agent_id, identity.bundle.cc_signing_key,
+                                     config.data_dir, lambda: self.config, self.apply_live,
+                                     self._streaming, self.ack, wall=wall, clock=clock)
         self._meter = RateMeter()
         self._scheduler = schedule.Scheduler()
         self._scheduler.every(max(1, round(config.heartbeat_interval))).seconds.do(
@@ -131,7 +132,10 @@ class Agent:
         return sign_message(self.identity.private_key, body)
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
-        return self.transport.publish(topic, payload, qos=qos, retain=retain)
+        # Pictures and key announcements are not history: never queue them while offline
+        # (announcements are sent again with every birth).
+        return self.transport.publish(topic, payload, qos=qos, retain=retain,
+                                      only_if_connected=True)
 
     def durable(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
         """Sign ``body`` and send it through the outbox (kept until the broker has it)."""
@@ -146,10 +150,10 @@ class Agent:
         """Publish a signed event (camera state or fault change) at once, durably."""
         self.durable(self.topics.ev, {**self._common("ev"), **fields})
 
-    def ack(self, ref: str, cmd: str, outcome: str, reason: str = "") -> None:
-        """Publish a signed acknowledgement of a command, durably."""
+    def ack(self, ref: str, cmd: str, outcome: str, reason: str = "", **extra: Any) -> None:
+        """Publish a signed acknowledgement of a command or config, durably."""
         self.durable(self.topics.ack, {**self._common("ack"), "ref": ref, "cmd": cmd,
-                                       "outcome": outcome, "reason": reason})
+                                       "outcome": outcome, "reason": reason, **extra})
 
     def _state_message(self, state: str, clean: bool = True) -> bytes:
         return self.sign({**self._common("state"), "state": state, "session": self.session,
@@ -181,6 +185,7 @@ class Agent:
                               self.config.heartbeat_interval, wall=self._wall())
         body["system"] = system_status(self.config.data_dir)
         body["link"] = link
+        body["pending_consent"] = self.configs.pending_summary()
         return body
 
     def publish_heartbeat(self) -> None:
@@ -206,11 +211,25 @@ class Agent:
 
     def run_command(self, cmd: Command) -> None:
         """Carry out a verified command."""
+        pipeline = next((p for p in self.pipelines if p.cam.id == cmd.args.get("camera")), None)
+        reason = ""
         if cmd.name == "rebirth":
             for topic, payload in self._birth():
                 self.transport.publish(topic, payload, qos=1, retain=True)
             self.publish_heartbeat()
-        self.ack(cmd.id, cmd.name, "done")
+        elif pipeline is not None and not pipeline.sending:
+            self.ack(cmd.id, cmd.name, "rejected", f"camera {pipeline.cam.id} sends no video "
+                     f"({pipeline.state()[1] or 'sharing is off'})")
+            return
+        elif pipeline is not None and cmd.name == "live-start":
+            if pipeline.cam.mode == "continuous":
+                reason = "this camera is live all the time already"
+            pipeline.live_start(cmd.args["seconds"], cmd.args.get("fps"))
+        elif pipeline is not None and cmd.name == "live-stop":
+            pipeline.live_stop()
+        elif pipeline is not None and cmd.name == "snapshot":
+            pipeline.request_snapshot()
+        self.ack(cmd.id, cmd.name, "done", reason)
         log.info("command %s (%s) done", cmd.name, cmd.id)
 
     def _run_control(self) -> None:
@@ -218,12 +237,64 @@ class Agent:
             try:
                 msg = self.transport.inbox.get(timeout=0.5)
             except queue.Empty:
-                continue
-            if msg.topic == self.topics.cmd and msg.payload:
-                try:
+                msg = None
+            try:
+                if msg is not None and msg.topic == self.topics.cmd and msg.payload:
                     self.handle_command(msg.payload)
-                except Exception:  # a command must never take the agent down
-                    log.exception("command handling failed")
+                elif msg is not None and msg.topic != self.topics.cmd:
+                    self.configs.offer(msg.payload)
+                self.configs.tick()
+            except Exception:  # a command or config must never take the agent down
+                log.exception("command or config handling failed")
+
+    # --- live reconfiguration ---------------------------------------------------------
+
+    def _pipeline(self, cam: CameraConfig) -> CameraPipeline:
+        capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id),
+                                clock=self._clock)
+        return CameraPipeline(cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width),
+                              self.topics, self.identity.bundle.recipients, self._publish,
+                              self.sign, self.next_seq, self.config.key_rotation,
+                              wall=self._wall, clock=self._clock)
+
+    def _streaming(self, camera: str) -> bool:
+        p = next((p for p in self.pipelines if p.cam.id == camera), None)
+        return p is not None and p.capture.stats.state is CameraState.STREAMING
+
+    def apply_live(self, new: AgentConfig) -> list[str]:
+        """Switch to ``new`` without a restart; only changed cameras restart.
+
+        Returns the ids of cameras that were added or changed.
+        """
+        old_cams = {p.cam.id: p for p in self.pipelines}
+        keep, changed, stopping = [], [], []
+        for cam in new.cameras:
+            p = old_cams.pop(cam.id, None)
+            if p is not None and p.cam == cam:
+                keep.append(p)
+                continue
+            if p is not None:
+                stopping.append(p)
+            keep.append(self._pipeline(cam))
+            changed.append(cam.id)
+        stopping += old_cams.values()
+        for p in stopping:
+            p.stop()
+            p.capture.stop()
+        self.config = new
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.outbox.max_bytes = new.outbox_max_mb * 2**20
+        self._scheduler.clear()
+        self._scheduler.every(max(1, round(new.heartbeat_interval))).seconds.do(
+            self.publish_heartbeat)
+        for p in keep:
+            p.set_rotation(new.key_rotation)
+            if not p.is_alive() and self.state is AgentState.RUNNING:
+                p.capture.start()
+                p.start()
+        self.pipelines = keep
+        self.monitor.set_pipelines(keep)
+        return changed
 
     # --- lifecycle --------------------------------------------------------------------
 

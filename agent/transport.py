@@ -228,10 +228,12 @@ class MqttTransport:
         """Block until connected, up to ``timeout`` seconds."""
         return self.connected.wait(timeout)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """Publish. QoS 0 messages are dropped (and counted) while offline or while more
-        than PENDING_LIVE_BYTES of them still wait for the socket."""
-        if qos == 0 and not self.connected.is_set():
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                only_if_connected: bool = False) -> bool:
+        """Publish. QoS 0 messages (and any with ``only_if_connected``) are dropped, and
+        counted, while offline; QoS 0 also while more than PENDING_LIVE_BYTES of them still
+        wait for the socket. Video never queues up in memory."""
+        if (qos == 0 or only_if_connected) and not self.connected.is_set():
             self.dropped_offline += 1
             return False
         if qos == 0:

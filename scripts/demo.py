@@ -57,6 +57,8 @@ heartbeat_interval = 5
 [[cameras]]
 id = "front"
 source = "{clip}"
+# The demo shares live all the time; a real box defaults to "on-request".
+mode = "continuous"
 fps = 2
 max_width = 1280
 # Only the street (the lower 45 %) is shared; the shop front stays on the box.

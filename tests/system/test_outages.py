@@ -33,7 +33,7 @@ def enrolled(bench: Bench, tmp_path: Path, agent_id: str, clip: Path,
     Registry(bench.home.path / "agents.json").register(
         agent_id, base64.b64encode(ident.public_key).decode())
     return write_agent_config(tmp_path / "agent.toml", tmp_path / "data",
-                              [{"id": "front", "source": str(clip), "share": [STREET],
+                              [{"id": "front", "source": str(clip), "share": [STREET], "mode": "continuous",
                                 "fps": 1}], heartbeat=1, extra=extra)
 
 

@@ -41,6 +41,7 @@ def run_pipeline(frame: np.ndarray, polys: list[list[tuple[float, float]]], qual
     agent_key, recipient = crypto.new_signing_key(), crypto.new_recipient_key()
     cam = CameraConfig(id="front", source=Source("file", "unused"),
                        share=tuple(Polygon(tuple(p)) for p in polys), jpeg_quality=quality,
+                       mode="continuous",
                        max_width=max_width, crop=crop)
     sent: dict[str, bytes] = {}
 
