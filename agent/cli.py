@@ -16,14 +16,18 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import cv2
+import numpy as np
+
 from agent import __version__, config, identity
 from agent.camera import OpenCVSource
 from agent.config import AgentConfig, CameraConfig
 from agent.encode import JpegEncoder
-from agent.errors import AgentError, CameraError
+from agent.errors import AgentError, CameraError, Rejected
 from agent.heartbeat import meets_4mp
 from agent.privacy import ShareMask
 from agent.protocol import b64e
+from agent.remote import ConsentStore, merge, verify_doc, widened
 from agent.service import Agent, broker_settings
 from agent.transport import probe
 
@@ -175,6 +179,69 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preview(cam_new: CameraConfig, cam_old: CameraConfig | None, out: Path) -> float:
+    """Draw the old (white) and new (green) share areas on a local picture; return the
+    fraction of the picture that would be newly shared."""
+    try:
+        frame = np.asarray(_grab(cam_new, timeout=8.0), dtype=np.uint8)
+    except AgentError:
+        frame = np.full((720, 1280, 3), 60, dtype=np.uint8)  # no picture: show the shapes
+    h, w = frame.shape[:2]
+    new_mask = ShareMask(cam_new.share).mask_for(w, h) > 0
+    old_mask = (ShareMask(cam_old.share).mask_for(w, h) > 0 if cam_old and cam_old.share
+                else np.zeros((h, w), dtype=bool))
+    added = new_mask & ~old_mask
+    shaded = frame.copy()
+    shaded[added] = (0.5 * shaded[added] + (0, 127, 0)).astype(np.uint8)
+    for polys, colour in (((cam_old.share if cam_old else ()), (255, 255, 255)),
+                          (cam_new.share, (0, 255, 0))):
+        for poly in polys:
+            pts = (np.array(poly.points) * (w, h)).astype(np.int32)
+            cv2.polylines(shaded, [pts], True, colour, max(2, w // 400))
+    out.write_bytes(JpegEncoder(90).encode(shaded).data)
+    return float(added.mean())
+
+
+def cmd_consent(args: argparse.Namespace) -> int:
+    """Show a wider view IT asks for, and record the owner's approval (or refusal)."""
+    cfg = _load(args)
+    ident = identity.load(cfg.data_dir)
+    store = ConsentStore(cfg.data_dir)
+    pending = store.pending()
+    if not pending:
+        print("No change is waiting for your consent.")
+        return 0
+    try:
+        doc = verify_doc(str(pending["payload"]).encode(), ident.bundle.cc_signing_key,
+                         ident.agent_id, cfg.groups, cfg.version, int(time.time() * 1000))
+        new = merge(cfg, doc)
+    except Rejected as exc:
+        store.clear_pending()
+        print(f"The waiting change cannot be applied any more ({exc}); it was removed.")
+        return 1
+    old = {c.id: c for c in cfg.cameras}
+    print(f"The Command Centre asks to share MORE of this business (config version "
+          f"{doc.version}):")
+    for cam_id in widened(cfg, new):
+        cam = next(c for c in new.cameras if c.id == cam_id)
+        out = Path(args.preview_dir or cfg.data_dir) / f"consent-{cam_id}.jpg"
+        added = _preview(cam, old.get(cam_id), out)
+        print(f"  camera {cam_id}: {added:.1%} more of the picture would be shared.")
+        print(f"    preview (green = newly shared, white = shared today): {out}")
+    if args.no:
+        store.clear_pending()
+        print("Declined. Nothing changed; the Command Centre will see it was not approved.")
+        return 0
+    if not args.yes:
+        answer = input("Type 'yes' to approve sharing this larger area: ").strip().lower()
+        if answer != "yes":
+            print("Not approved. Nothing changed. Run this again to decide later.")
+            return 1
+    store.approve(doc.id, time.time())
+    print("Approved. The box applies the change within a few seconds.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The edge-agent command line."""
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
@@ -204,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preview", action="store_true",
                    help="write exactly what the Command Centre would see (masked)")
     s.set_defaults(func=cmd_snapshot)
+    k = sub.add_parser("consent", help="see and approve a wider view the Command Centre asks for")
+    common(k)
+    k.add_argument("--preview-dir", help="where to write the preview pictures")
+    answer = k.add_mutually_exclusive_group()
+    answer.add_argument("--yes", action="store_true", help="approve without asking")
+    answer.add_argument("--no", action="store_true", help="decline")
+    k.set_defaults(func=cmd_consent)
     return p
 
 

@@ -45,6 +45,7 @@ class ConfigManager:
         self.agent_id, self.cc_key = agent_id, cc_key
         self.consent = ConsentStore(data_dir)
         self._refused_file = data_dir / "refused-configs.json"
+        self._applied_file = data_dir / "applied-config.json"
         self._current, self._apply_live, self._streaming, self._ack = (
             current, apply_live, streaming, ack)
         self._wall, self._clock = wall, clock
@@ -122,11 +123,12 @@ class ConfigManager:
         return doc_id if isinstance(doc_id, str) and len(doc_id) <= 64 else ""
 
     def _is_applied(self, payload: bytes) -> bool:
+        """True for the very document this box runs (it stays retained on the broker)."""
         try:
-            body = json.loads(payload).get("body", {})
-        except (ValueError, AttributeError):
+            applied = json.loads(self._applied_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return False
-        return isinstance(body, dict) and body.get("version") == self._current().version
+        return bool(applied.get("id")) and applied.get("id") == self._doc_id(payload)
 
     def _apply(self, doc: ConfigDoc, old: AgentConfig, new: AgentConfig) -> None:
         path = old.source_path
@@ -135,6 +137,8 @@ class ConfigManager:
                              f"({doc.id}) from the Command Centre.\nThe previous file is "
                              f"{path.name}.prev. Edit here only for local changes.")
         changed = self._apply_live(new)
+        self._applied_file.write_text(json.dumps({"id": doc.id, "version": doc.version}),
+                                      encoding="utf-8")
         pending = self.consent.pending()
         if pending and pending.get("id") == doc.id:
             self.consent.clear_pending()
@@ -170,6 +174,7 @@ class ConfigManager:
                                      f"remote config (version {trial.doc.version}) broke a "
                                      "camera.")
                 self._apply_live(trial.previous)
+                self._applied_file.unlink(missing_ok=True)
                 self._refuse(trial.doc.id)
                 self._answer(trial.doc.id, trial.doc.version, "rolled-back",
                              f"camera {', '.join(broken)} gave no picture within "

@@ -17,6 +17,7 @@ from agent import crypto
 from agent.errors import AgentError, ConfigError
 from agent.protocol import DEFAULT_PREFIX
 from command_centre import fleet as fleet_mod
+from command_centre import remote
 from command_centre.keys import Home, Registry
 from command_centre.receiver import Receiver
 from command_centre.station import OWN_KINDS, SHARED_KINDS, Connection, Station
@@ -67,7 +68,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     """Trust an agent's public key."""
-    fp = Registry(Path(args.home) / "agents.json").register(args.agent, args.public_key)
+    fp = Registry(Path(args.home) / "agents.json").register(args.agent, args.public_key,
+                                                             args.group or [])
     print(f"registered {args.agent} (fingerprint {fp}); compare it with the box's")
     return 0
 
@@ -213,6 +215,90 @@ def cmd_command(args: argparse.Namespace) -> int:
     return 0 if ack.get("outcome") == "done" else 1
 
 
+def cmd_push_config(args: argparse.Namespace) -> int:
+    """Sign a config for one agent or a group, publish it, and report each agent's answer."""
+    want = 1 if args.group else 2
+    if len(args.target) != want:
+        raise ConfigError("give an agent id and a file, or --group NAME and a file")
+    args.agent, args.file = (None, args.target[0]) if args.group else args.target
+    config = remote.load_config_file(Path(args.file))
+    body = remote.config_document(config, args.version or int(time.time()),
+                                  agent=args.agent, group=args.group,
+                                  expires_days=args.expires_days)
+    station, registry = _station(args, kinds=("ack",))
+    expect = [args.agent] if args.agent else registry.members(args.group)
+    if not expect:
+        raise ConfigError(f"no registered agent is in group {args.group!r}; register boxes "
+                          "with 'edge-cc register ID KEY --group NAME'")
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect; check "
+                         "--broker and --ca")
+    try:
+        answers = remote.push(station, _home(args).signing_key(), body, expect, args.wait)
+    finally:
+        station.stop()
+    print(f"config version {body['version']} ({body['id']}) for "
+          f"{'agent ' + args.agent if args.agent else 'group ' + args.group}:")
+    failed = 0
+    for agent, ack in sorted(answers.items()):
+        if ack is None:
+            failed += 1
+            print(f"  {agent}: no answer within {args.wait:.0f} s (offline? it applies the "
+                  "config when it is back: the config is retained)")
+        else:
+            failed += ack.get("outcome") != "applied"
+            reason = f": {ack['reason']}" if ack.get("reason") else ""
+            print(f"  {agent}: {ack.get('outcome')}{reason}")
+    return 1 if failed else 0
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    """Start a live view of one camera for N minutes and show it."""
+    station, _ = _station(args, kinds=("ack",))
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect")
+    try:
+        ack = station.command(_home(args).signing_key(), args.agent, "live-start",
+                              args={"camera": args.camera, "seconds": args.minutes * 60,
+                                    **({"fps": args.fps} if args.fps else {})})
+    finally:
+        station.stop()
+    if ack is None or ack.get("outcome") != "done":
+        why = ack.get("reason") if ack else "no answer within 10 s (is it online?)"
+        print(f"{args.agent}: live view not started: {why}")
+        return 1
+    print(f"{args.agent}/{args.camera}: live for {args.minutes:g} min")
+    args.seconds, args.out, args.keep = args.minutes * 60 + 5, args.out, 1000
+    return cmd_view(args)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Ask a camera for one snapshot now and write it (decrypted) to a file."""
+    frames: list[Any] = []
+    station, _ = _station(args, on_frame=frames.append, kinds=("ack", "keys/+", "snap/+"))
+    if not station.start(wait=10):
+        raise AgentError(f"broker {station.transport.addr.url}: cannot connect")
+    try:
+        asked = int(time.time() * 1000) - 1000
+        ack = station.command(_home(args).signing_key(), args.agent, "snapshot",
+                              args={"camera": args.camera})
+        if ack is None or ack.get("outcome") != "done":
+            why = ack.get("reason") if ack else "no answer within 10 s (is it online?)"
+            print(f"{args.agent}: no snapshot: {why}")
+            return 1
+        frame = remote.wait_for_snapshot(frames, args.agent, args.camera, asked, args.timeout)
+    finally:
+        station.stop()
+    if frame is None:
+        print(f"{args.agent}/{args.camera}: the snapshot did not arrive within "
+              f"{args.timeout:.0f} s")
+        return 1
+    Path(args.out).write_bytes(frame.data)
+    print(f"wrote {args.out} ({frame.header.width}x{frame.header.height}, taken "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(frame.header.ts_ms / 1000))})")
+    return 0
+
+
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     """Print the fingerprints of the Command Centre's public keys."""
     home = _home(args)
@@ -244,13 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("register", help="trust an agent's public key")
     r.add_argument("agent")
     r.add_argument("public_key")
+    r.add_argument("--group", action="append", help="a group the box is in (repeat)")
     r.set_defaults(func=cmd_register)
     f = sub.add_parser("fingerprint", help="show the Command Centre key fingerprints")
     f.set_defaults(func=cmd_fingerprint)
     for name, func, helptext in (("view", cmd_view, "live view: decrypt and show frames"),
                                  ("fleet", cmd_fleet, "table of agents and cameras"),
                                  ("rebirth", cmd_command, "ask an agent for its full state"),
-                                 ("ping", cmd_command, "check an agent answers commands")):
+                                 ("ping", cmd_command, "check an agent answers commands"),
+                                 ("push-config", cmd_push_config,
+                                  "sign and push a config to an agent or a group"),
+                                 ("live", cmd_live, "watch a camera live for N minutes"),
+                                 ("snapshot", cmd_snapshot, "get one picture from a camera")):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--broker", help="mqtts://host:port (default: from 'edge-cc bundle')")
         s.add_argument("--ca", help="CA file that signed the broker's certificate")
@@ -264,6 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("agent", help="agent id")
             s.add_argument("--timeout", type=float, default=10.0)
             s.set_defaults(command=name)
+        elif name == "push-config":
+            s.add_argument("target", nargs="+", metavar="[AGENT] FILE",
+                           help="agent id and the TOML file ([agent] settings and/or "
+                                "[[cameras]]); with --group, only the file")
+            s.add_argument("--group", help="push to every box of this group")
+            s.add_argument("--version", type=int,
+                           help="config version (default: now, in Unix seconds)")
+            s.add_argument("--expires-days", type=float, default=7.0)
+            s.add_argument("--wait", type=float, default=60.0,
+                           help="seconds to wait for the answers (default %(default)s)")
+        elif name == "snapshot":
+            s.add_argument("agent")
+            s.add_argument("camera")
+            s.add_argument("--out", required=True, help="JPEG file to write")
+            s.add_argument("--timeout", type=float, default=20.0)
+        elif name == "live":
+            s.add_argument("agent")
+            s.add_argument("camera")
+            s.add_argument("--minutes", type=float, default=5.0)
+            s.add_argument("--fps", type=float)
+            s.add_argument("--port", type=int, default=8090)
+            s.add_argument("--out", help="also write decrypted JPEGs under this folder")
         elif name == "view":
             s.add_argument("--port", type=int, default=8090,
                            help="live page port on 127.0.0.1 (0 = any free, -1 = none)")

@@ -145,8 +145,16 @@ class Registry:
             raise ConfigError(f"{self.path}: the registry is damaged; restore it from "
                               "backup") from exc
 
-    def register(self, agent_id: str, public_key_b64: str) -> str:
-        """Add or replace an agent; return its key fingerprint."""
+    def members(self, group: str) -> list[str]:
+        """Agents registered as members of ``group``."""
+        if not self.path.exists():
+            return []
+        raw = json.loads(self.path.read_text(encoding="utf-8"))
+        return sorted(a for a, v in raw.items() if group in v.get("groups", []))
+
+    def register(self, agent_id: str, public_key_b64: str,
+                 groups: list[str] | None = None) -> str:
+        """Add or replace an agent (and the groups it is in); return its key fingerprint."""
         if not AGENT_ID.match(agent_id):
             raise ConfigError(f"agent id {agent_id!r} is not valid; expected 2-63 lower-case "
                               "letters, digits or '-'")
@@ -159,7 +167,8 @@ class Registry:
             raise ConfigError("the public key has the wrong length; copy it exactly as "
                               "'edge-agent enroll' printed it")
         raw = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
-        raw[agent_id] = {"public_key": b64e(key), "registered_at": int(time.time())}
+        raw[agent_id] = {"public_key": b64e(key), "registered_at": int(time.time()),
+                         "groups": sorted(set(groups or []))}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -83,6 +83,11 @@ class Receiver:
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
+    def acks_by(self, agent: str) -> dict[str, dict[str, Any]]:
+        """Acks of one agent, by the id of the command or config they answer."""
+        prefix = f"{agent}/"
+        return {k[len(prefix):]: v for k, v in list(self.acks.items()) if k.startswith(prefix)}
+
     def agents_seen(self) -> int:
         """Heartbeats accepted so far (all agents)."""
         return self.heartbeats
@@ -164,7 +169,7 @@ class Receiver:
                 active = view.faults.setdefault(str(body.get("camera")), set())
                 (active.add if body.get("active") else active.discard)(str(body.get("fault")))
         elif kind == "ack":
-            self.acks[str(body.get("ref", ""))] = body
+            self.acks[f"{agent}/{body.get('ref', '')}"] = body
             while len(self.acks) > EVENTS_KEPT:
                 self.acks.popitem(last=False)
         elif kind == "keys":

@@ -86,7 +86,7 @@ class Station:
                                qos=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ack = self.receiver.acks.get(cid)
+            ack = self.receiver.acks.get(f"{agent}/{cid}")
             if ack is not None:
                 return ack
             time.sleep(0.05)

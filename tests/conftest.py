@@ -18,10 +18,11 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import HealthCheck, settings
 
 from agent import identity
 from agent.identity import Identity
-from agent.sample import scene
+from agent.sample import STREET, scene
 from command_centre.keys import Home, Registry
 from command_centre.localbroker import LocalBroker, free_port
 
@@ -154,3 +155,15 @@ def write_agent_config(path: Path, data_dir: Path, cameras: list[dict[str, objec
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# A camera sharing the street, live all the time (the default mode is on request).
+LIVE: dict[str, object] = {"share": [STREET], "mode": "continuous"}
+
+
+# Property tests: a few hundred examples in CI; HYPOTHESIS_PROFILE=bench runs 10,000.
+settings.register_profile("ci", max_examples=300, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("bench", max_examples=10_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

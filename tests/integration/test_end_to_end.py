@@ -15,9 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import config
 from agent.encode import decode_jpeg
-from agent.sample import STREET
 from agent.service import Agent
-from conftest import Bench, RtspServer, write_agent_config
+from conftest import LIVE, Bench, RtspServer, write_agent_config
 from helpers import PREFIX, Collector, station, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,9 +45,9 @@ def test_4mp_rtsp_arrives_masked_and_only_for_recipients(
         bench: Bench, rtsp_4mp: RtspServer, clip_720p: Path, tmp_path: Path) -> None:
     ident = bench.enroll(tmp_path / "data", "box-e2e")
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", [
-        {"id": "front", "source": rtsp_4mp.url(), "share": [STREET], "mode": "continuous", "crop": False,
+        {"id": "front", "source": rtsp_4mp.url(), **LIVE, "crop": False,
          "max_width": 1280, "fps": 3},
-        {"id": "side", "source": str(clip_720p), "share": [STREET], "mode": "continuous", "fps": 2},
+        {"id": "side", "source": str(clip_720p), **LIVE, "fps": 2},
         {"id": "lobby", "source": str(clip_720p)},  # no share region: nothing may leave
     ]))
     cc_frames, police_frames, outsider_frames = Collector(), Collector(), Collector()
@@ -113,7 +112,7 @@ def test_camera_server_killed_and_restarted_agent_resumes(
         bench: Bench, rtsp_4mp: RtspServer, tmp_path: Path) -> None:
     ident = bench.enroll(tmp_path / "data", "box-restart")
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", [
-        {"id": "front", "source": rtsp_4mp.url(), "share": [STREET], "mode": "continuous", "max_width": 640,
+        {"id": "front", "source": rtsp_4mp.url(), **LIVE, "max_width": 640,
          "fps": 2}]))
     frames = Collector()
     cc = station(bench, bench.home.recipient_key("cc"), frames)
@@ -149,7 +148,7 @@ def test_mqtt_311_over_plain_listener_works_and_warns(
     ident = bench.enroll(tmp_path / "data", "box-legacy")
     cfg = config.load(write_agent_config(
         tmp_path / "agent.toml", tmp_path / "data",
-        [{"id": "front", "source": str(clip_720p), "share": [STREET], "mode": "continuous", "fps": 4}],
+        [{"id": "front", "source": str(clip_720p), **LIVE, "fps": 4}],
         extra=f'[broker]\nurl = "{bench.broker.plain_url}"\nprotocol = "3.1.1"\n'))
     frames = Collector()
     cc = station(bench, bench.home.recipient_key("cc"), frames)

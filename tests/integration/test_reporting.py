@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from agent import config
-from agent.sample import STREET
 from agent.service import Agent
-from conftest import Bench, write_agent_config
+from conftest import LIVE, Bench, write_agent_config
 from helpers import Collector, station, wait_for
 from video import fault_clip, make
 
@@ -39,7 +38,7 @@ def test_broker_restarted_five_times_every_heartbeat_and_event_arrives_once_in_o
         bench: Bench, clip_720p: Path, tmp_path: Path) -> None:
     ident = bench.enroll(tmp_path / "data", "box-outage")
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", [
-        {"id": "front", "source": str(clip_720p), "share": [STREET], "mode": "continuous", "fps": 1}], heartbeat=1))
+        {"id": "front", "source": str(clip_720p), **LIVE, "fps": 1}], heartbeat=1))
     got = Collector()
     cc = station(bench, bench.home.recipient_key("cc"), got, session="cc-outage-test")
     agent = Agent(cfg, ident)
@@ -88,12 +87,12 @@ def test_faults_from_real_video_are_events_within_10s_and_clear(
              "repeat": "frozen"}
     cams: list[dict[str, Any]] = [
         {"id": kind, "source": str(fault_clip(clips / f"{kind}.mkv", kind)),
-         "share": [STREET], "mode": "continuous", "fps": 1} for kind in kinds]
+         **LIVE, "fps": 1} for kind in kinds]
     night = clips / "night.mkv"
     from video import encode
     fn = make("still-night")
     encode([fn(t) for t in range(100)], night)
-    cams.append({"id": "night", "source": str(night), "share": [STREET], "mode": "continuous", "fps": 1})
+    cams.append({"id": "night", "source": str(night), **LIVE, "fps": 1})
     ident = bench.enroll(tmp_path / "data", "box-faults")
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", cams,
                                          heartbeat=2))
@@ -136,7 +135,7 @@ def test_rebirth_and_ping_are_acknowledged(bench: Bench, clip_720p: Path,
                                            tmp_path: Path) -> None:
     ident = bench.enroll(tmp_path / "data", "box-cmd")
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", [
-        {"id": "front", "source": str(clip_720p), "share": [STREET], "mode": "continuous"}], heartbeat=30))
+        {"id": "front", "source": str(clip_720p), **LIVE}], heartbeat=30))
     got = Collector()
     cc = station(bench, bench.home.recipient_key("cc"), got)
     agent = Agent(cfg, ident)

@@ -13,8 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from agent.sample import STREET
-from conftest import Bench, RtspServer, write_agent_config
+from conftest import LIVE, Bench, RtspServer, write_agent_config
 
 pytestmark = pytest.mark.system
 BIN = Path(sys.executable).parent
@@ -45,7 +44,7 @@ def enrolled(bench: Bench, tmp_path: Path, cameras: list[dict[str, object]]) -> 
 
 def test_check_good_box(bench: Bench, rtsp_4mp: RtspServer, tmp_path: Path) -> None:
     cfg = enrolled(bench, tmp_path, [{"id": "front", "source": rtsp_4mp.url(),
-                                      "share": [STREET], "mode": "continuous"}])
+                                      **LIVE}])
     out = run("edge-agent", "check", "--config", str(cfg))
     assert out.returncode == 0, out.stdout + out.stderr
     assert "streams 2560x1440, meets 4 MP" in out.stdout
@@ -87,7 +86,7 @@ def test_bad_config_and_missing_enrolment_are_one_sentence(tmp_path: Path) -> No
 def test_snapshot_preview_is_what_the_command_centre_sees(bench: Bench, clip_720p: Path,
                                                           tmp_path: Path) -> None:
     cfg = enrolled(bench, tmp_path, [{"id": "front", "source": str(clip_720p),
-                                      "share": [STREET], "mode": "continuous", "crop": False}])
+                                      **LIVE, "crop": False}])
     full, preview = tmp_path / "full.jpg", tmp_path / "preview.jpg"
     assert run("edge-agent", "snapshot", "--config", str(cfg), "--camera", "front",
                "--out", str(full)).returncode == 0
@@ -104,7 +103,7 @@ def test_snapshot_preview_is_what_the_command_centre_sees(bench: Bench, clip_720
 def test_run_then_sigterm_stops_cleanly_and_says_offline(bench: Bench, clip_720p: Path,
                                                           tmp_path: Path) -> None:
     cfg = enrolled(bench, tmp_path, [{"id": "front", "source": str(clip_720p),
-                                      "share": [STREET], "mode": "continuous"}])
+                                      **LIVE}])
     proc = subprocess.Popen([str(BIN / "edge-agent"), "run", "--config", str(cfg)],
                             stderr=subprocess.PIPE, text=True)
     try:

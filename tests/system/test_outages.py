@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sample import STREET
 from command_centre.keys import Registry
-from conftest import Bench, write_agent_config
+from conftest import LIVE, Bench, write_agent_config
 from helpers import Collector, station, wait_for
 
 pytestmark = pytest.mark.system
@@ -33,7 +32,7 @@ def enrolled(bench: Bench, tmp_path: Path, agent_id: str, clip: Path,
     Registry(bench.home.path / "agents.json").register(
         agent_id, base64.b64encode(ident.public_key).decode())
     return write_agent_config(tmp_path / "agent.toml", tmp_path / "data",
-                              [{"id": "front", "source": str(clip), "share": [STREET], "mode": "continuous",
+                              [{"id": "front", "source": str(clip), **LIVE,
                                 "fps": 1}], heartbeat=1, extra=extra)
 
 

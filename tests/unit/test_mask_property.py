@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import crypto
@@ -62,7 +62,7 @@ def run_pipeline(frame: np.ndarray, polys: list[list[tuple[float, float]]], qual
     return decode_jpeg(opened.data), opened.header.roi
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(polys=st.lists(polygon, min_size=1, max_size=3),
        width=st.integers(64, 640), height=st.integers(64, 480),
        quality=st.integers(40, 95), max_width=st.sampled_from([0, 64, 320]),
