@@ -91,7 +91,8 @@ def to_dict(cfg: AgentConfig) -> dict[str, Any]:
     agent: dict[str, Any] = {"data_dir": str(cfg.data_dir),
                              "heartbeat_interval": cfg.heartbeat_interval,
                              "key_rotation": cfg.key_rotation, "log_level": cfg.log_level,
-                             "outbox_max_mb": cfg.outbox_max_mb}
+                             "outbox_max_mb": cfg.outbox_max_mb,
+                             "rollback_after": cfg.rollback_after}
     if cfg.groups:
         agent["groups"] = list(cfg.groups)
     out: dict[str, Any] = {"version": cfg.version, "agent": agent}

@@ -205,7 +205,10 @@ class Agent:
             log.warning("command rejected: %s", exc)
             if len(self._reject_budget) < REJECT_ACKS_PER_MINUTE:
                 self._reject_budget.append(now)
-                self.ack("", "", "rejected", str(exc))
+                # The id is echoed unverified (at most 64 characters) so that whoever sent
+                # it, IT with a wrong key for example, can see what became of it.
+                claimed = ConfigManager._doc_id(payload)
+                self.ack(claimed, "", "rejected", str(exc))
             return
         self.run_command(cmd)
 

@@ -46,11 +46,11 @@ def config_document(config: dict[str, Any], version: int, agent: str | None = No
 
 
 def push(station: Station, signing_key: bytes, body: dict[str, Any],
-         expect: list[str], wait: float) -> dict[str, dict[str, Any] | None]:
+         expect: list[str], wait: float, topic: str = "") -> dict[str, dict[str, Any] | None]:
     """Publish a signed config (retained) and wait for each expected agent's ack."""
     target = body["target"]
-    topic = (Topics(station.prefix, target["agent"]).config if "agent" in target
-             else f"{station.prefix}/_group/{target['group']}/config")
+    topic = topic or (Topics(station.prefix, target["agent"]).config if "agent" in target
+                      else Topics(station.prefix, "x0").group_config(target["group"]))
     station.transport.publish(topic, sign_message(signing_key, body), qos=1, retain=True)
     deadline = time.monotonic() + wait
     answers: dict[str, dict[str, Any] | None] = dict.fromkeys(expect)

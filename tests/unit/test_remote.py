@@ -111,6 +111,41 @@ def test_widening_needs_consent_narrowing_does_not(local: config.AgentConfig) ->
     assert widened(local, wide) == ["front"] and widened(local, extra) == ["back"]
 
 
+def test_every_setting_survives_the_round_trip_through_toml(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("""version = 9
+[agent]
+data_dir = "/data"
+heartbeat_interval = 7
+key_rotation = 120
+log_level = "debug"
+outbox_max_mb = 5
+groups = ["kuta", "hotels"]
+rollback_after = 12
+[broker]
+url = "mqtts://b:8883"
+protocol = "3.1.1"
+topic_prefix = "x/y"
+ca_file = "/ca"
+cert_file = "/c"
+key_file = "/k"
+keepalive = 9
+[[cameras]]
+id = "front"
+source = "usb:1"
+mode = "off"
+fps = 3.5
+jpeg_quality = 50
+max_width = 0
+crop = false
+snapshot_interval = 5
+share = [[[0, 0.5], [1, 0.5], [1, 1]]]
+""")
+    cfg = config.load(path)
+    write_atomically(path, cfg, "round trip")
+    assert config.load(path) == cfg
+
+
 def test_atomic_write_keeps_previous_and_round_trips(local: config.AgentConfig) -> None:
     assert local.source_path is not None
     before = local.source_path.read_text()
