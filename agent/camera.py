@@ -283,5 +283,9 @@ class CaptureThread(threading.Thread):
             now = self._clock()
             stats.reconnect_times = [t for t in stats.reconnect_times if now - t < 3600][-500:]
             stats.reconnect_times.append(now)
-            self._stop_event.wait(self._backoff.next_delay())
+            # Wait in slices so the watchdog sees a waiting thread is not a hung one.
+            until = self._clock() + self._backoff.next_delay()
+            while not self._stop_event.is_set() and self._clock() < until:
+                self.heartbeat_at = self._clock()
+                self._stop_event.wait(min(2.0, max(0.0, until - self._clock())))
         stats.state = CameraState.STOPPED

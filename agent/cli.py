@@ -19,7 +19,7 @@ from types import FrameType
 import cv2
 import numpy as np
 
-from agent import __version__, config, identity
+from agent import __version__, config, identity, rtspprobe
 from agent.camera import OpenCVSource
 from agent.config import AgentConfig, CameraConfig
 from agent.encode import JpegEncoder
@@ -242,6 +242,36 @@ def cmd_consent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_find_camera(args: argparse.Namespace) -> int:
+    """Find the stream of a camera by its address; report resolution and the 4 MP class."""
+    found, why = rtspprobe.find(args.host, args.user or "", args.password or "", args.port)
+    if found is None:
+        print(why, file=sys.stderr)
+        return 1
+    if args.print_url:  # for the installer, which writes it into the config file
+        print(found.url)
+        return 0
+    print(f"camera {args.host}: {found.maker}-style stream at {found.display}")
+    cam = CameraConfig(id="probe", source=config.Source("rtsp", found.url), share=())
+    try:
+        frame = _grab(cam)
+        h, w = frame.shape[:2]  # type: ignore[attr-defined]
+        mp = "meets 4 MP" if meets_4mp(w, h) else "BELOW 4 MP (2560x1440 needed)"
+        print(f"  picture {w}x{h}, {mp}")
+    except AgentError as exc:
+        print(f"  found, but no picture came: {exc}")
+        return 1
+    return 0
+
+
+def cmd_identity(args: argparse.Namespace) -> int:
+    """Print this box's agent id, key fingerprint and the line IT registers it with."""
+    ident = identity.load(_load(args).data_dir)
+    print(f"{ident.agent_id}, key {ident.fingerprint}; IT registers it with: "
+          f"edge-cc register {ident.agent_id} {b64e(ident.public_key)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The edge-agent command line."""
     p = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
@@ -278,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--yes", action="store_true", help="approve without asking")
     answer.add_argument("--no", action="store_true", help="decline")
     k.set_defaults(func=cmd_consent)
+    f = sub.add_parser("find-camera", help="find a camera's RTSP stream by its address")
+    f.add_argument("host", help="the camera's (or NVR's) address")
+    f.add_argument("--port", type=int, default=554)
+    f.add_argument("--user", help="camera user name")
+    f.add_argument("--password", help="camera password")
+    f.add_argument("--print-url", action="store_true",
+                   help="print only the full URL (with the password) for a config file")
+    f.set_defaults(func=cmd_find_camera)
+    i = sub.add_parser("identity", help="show this box's id and the line to register it")
+    common(i)
+    i.set_defaults(func=cmd_identity)
     return p
 
 

@@ -31,6 +31,7 @@ from agent.pipeline import CameraPipeline
 from agent.protocol import Topics
 from agent.reconfigure import ConfigManager
 from agent.sysinfo import system_status
+from agent.systemd import Watchdog, notify
 from agent.transport import BrokerAddress, MqttTransport, TlsFiles
 
 log = logging.getLogger(__name__)
@@ -324,20 +325,24 @@ class Agent:
             self._stop.wait(0.25)
 
     def run(self, stop: threading.Event) -> None:
-        """Start, then serve until ``stop`` is set; then shut down cleanly."""
+        """Start, tell systemd we are ready, serve (petting the watchdog while every thread
+        is healthy) until ``stop`` is set; then shut down cleanly."""
         self.start()
+        watchdog = Watchdog(self.threads, self.transport.loop_alive)
+        notify(f"READY=1\nSTATUS=sharing {len(self.pipelines)} camera(s)")
         try:
             while not stop.wait(1.0):
-                pass
+                watchdog.tick()
         finally:
+            notify("STOPPING=1")
             self.shutdown()
 
     def threads(self) -> list[threading.Thread]:
         """Every thread the agent runs (the watchdog checks them)."""
         out: list[threading.Thread] = [self._timer, self._control, self.monitor, self.sender]
         for p in self.pipelines:
-            out += [p, p.capture]
-        return out
+            out += [p, p.capture] if p.sending else [p.capture]  # a silent camera has no
+        return out                                                # pipeline thread
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop cameras, deliver what is waiting (briefly), say "offline", disconnect."""

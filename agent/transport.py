@@ -224,6 +224,11 @@ class MqttTransport:
         self._client.loop_stop()
         self.connected.clear()
 
+    def loop_alive(self) -> bool:
+        """True while paho's network thread runs (it reconnects by itself while it does)."""
+        thread = getattr(self._client, "_thread", None)  # paho keeps no public handle
+        return thread is not None and thread.is_alive()
+
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected, up to ``timeout`` seconds."""
         return self.connected.wait(timeout)
