@@ -163,8 +163,12 @@ if [ -d /run/systemd/system ]; then
   if [ "$upgrade" = 1 ]; then systemctl restart edge-agent.service; else systemctl start edge-agent.service; fi
   echo "    enabled and running"
 elif command -v systemctl >/dev/null; then
-  systemctl enable --quiet edge-agent.service 2>/dev/null || true
-  echo "    enabled; systemd is not running here, so the agent was not started"
+  # systemd is not running (a chroot, a container): enable it offline for the next boot.
+  if systemctl --root=/ enable --quiet edge-agent.service; then
+    echo "    enabled; systemd is not running here, so the agent was not started"
+  else
+    echo "    WARNING: could not enable the unit; enable it with: systemctl enable edge-agent"
+  fi
 else
   echo "    systemd is not installed here; start the agent with: $PREFIX/venv/bin/edge-agent run"
 fi

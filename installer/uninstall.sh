@@ -20,7 +20,7 @@ done
 if [ -d /run/systemd/system ]; then
   systemctl disable --now edge-agent.service 2>/dev/null || true
 elif command -v systemctl >/dev/null; then
-  systemctl disable edge-agent.service 2>/dev/null || true
+  systemctl --root=/ disable --quiet edge-agent.service 2>/dev/null || true
 fi
 rm -f /etc/systemd/system/edge-agent.service /usr/local/bin/edge-agent
 [ -d /run/systemd/system ] && systemctl daemon-reload

@@ -22,7 +22,7 @@ if [ "$want_tests" = 1 ]; then
   # GStreamer's RTSP server (a real, third-party camera stand-in) runs in the system python.
   packages+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-             gstreamer1.0-tools shellcheck)
+             gstreamer1.0-tools shellcheck debootstrap systemd)
 fi
 missing=()
 for p in "${packages[@]}"; do

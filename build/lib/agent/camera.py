@@ -1,0 +1,291 @@
+"""Camera sources (RTSP / USB / file) behind one small interface, and capture threads.
+
+A capture thread per camera reads frames as they come and keeps only the newest one
+(:class:`LatestFrame`): memory stays bounded at one frame and nothing queues up. On
+failure it reconnects with capped exponential backoff and jitter. Camera passwords never
+leave this module: everything printable uses ``Source.display``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, cast
+from urllib.parse import urlsplit
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.config import Source
+from agent.errors import CameraError
+
+Frame = npt.NDArray[np.uint8]
+log = logging.getLogger(__name__)
+
+OPEN_TIMEOUT_MS = 8000
+READ_TIMEOUT_MS = 8000
+
+
+class CameraState(enum.Enum):
+    """Lifecycle of one camera as the heartbeat reports it."""
+
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+    MASKED_OFF = "masked-off"
+    OFF = "off"
+    STOPPED = "stopped"
+
+
+class FrameSource(Protocol):
+    """What a capture thread needs from a camera."""
+
+    display: str
+
+    def open(self) -> None:
+        """Connect; raise CameraError with a one-sentence reason on failure."""
+        ...
+
+    def read(self) -> Frame | None:
+        """Return the next frame, or None when the stream failed or ended."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or connection."""
+        ...
+
+
+def _probe_tcp(url: str, timeout: float = 3.0) -> str | None:
+    """Return a reason if the host/port of an RTSP URL cannot be reached, else None."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port or (322 if parts.scheme == "rtsps" else 554)
+    except ValueError:
+        return "the address is not a valid URL"
+    if not host:
+        return "the address has no host"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except TimeoutError:
+        return f"{host}:{port} did not answer (timed out)"
+    except ConnectionRefusedError:
+        return f"{host}:{port} refused the connection (is the RTSP service on?)"
+    except OSError as exc:
+        return f"{host}:{port} cannot be reached ({exc.strerror or exc.__class__.__name__})"
+
+
+class OpenCVSource:
+    """RTSP, USB or file via OpenCV. Files loop forever and are paced at their frame rate."""
+
+    def __init__(self, source: Source, clock: Callable[[], float] = time.monotonic,
+                 name: str = "") -> None:
+        self.source = source
+        self.display = f"{name} ({source.display})" if name else source.display
+        self._cap: cv2.VideoCapture | None = None
+        self._clock = clock
+        self._interval = 0.0
+        self._next = 0.0
+
+    def open(self) -> None:
+        """Open the source. Raises CameraError naming the camera (password removed)."""
+        src = self.source
+        if src.kind == "rtsp":
+            reason = _probe_tcp(src.location)
+            if reason:
+                raise CameraError(f"camera {self.display}: {reason}; check the address and "
+                                  "that the camera is powered and on the network")
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+            cap = cv2.VideoCapture(src.location, cv2.CAP_FFMPEG, params)
+        elif src.kind == "usb":
+            dev: int | str = int(src.location) if src.location.isdigit() else src.location
+            cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
+        else:
+            cap = cv2.VideoCapture(src.location, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            hint = {
+                "rtsp": "check the stream path, user name and password",
+                "usb": "check the camera is plugged in and the service may use /dev/video*",
+                "file": "check the file exists and is a video",
+            }[src.kind]
+            raise CameraError(f"camera {self.display}: the stream could not be opened; {hint}")
+        if src.kind == "file":
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self._interval = 1.0 / fps if 0 < fps < 120 else 0.1
+            self._next = self._clock()
+        self._cap = cap
+
+    def read(self) -> Frame | None:
+        """Read the next frame; files rewind at their end."""
+        cap = self._cap
+        if cap is None:
+            return None
+        if self._interval:
+            delay = self._next - self._clock()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = max(self._next + self._interval, self._clock() - self._interval)
+        ok, frame = cap.read()
+        if not ok and self.source.kind == "file":
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = cap.read()
+        if not ok or frame is None:
+            return None
+        return cast(Frame, frame)
+
+    def close(self) -> None:
+        """Release the capture."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+@dataclass
+class CaptureStats:
+    """Counters a capture thread keeps for the heartbeat (read without locking: ints)."""
+
+    frames_in: int = 0
+    reconnects: int = 0
+    width: int = 0
+    height: int = 0
+    last_frame_at: float = 0.0
+    last_error: str = ""
+    state: CameraState = CameraState.CONNECTING
+    reconnect_times: list[float] = field(default_factory=list)
+
+
+class LatestFrame:
+    """A one-frame slot: the writer replaces, readers wait for something newer."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._seq = 0
+        self._at = 0.0
+
+    def put(self, frame: Frame, at: float) -> None:
+        """Replace the held frame (the older one is simply dropped)."""
+        with self._cond:
+            self._frame, self._at = frame, at
+            self._seq += 1
+            self._cond.notify_all()
+
+    def get_newer(self, seq: int, timeout: float) -> tuple[int, Frame, float] | None:
+        """Wait up to ``timeout`` s for a frame newer than ``seq``; return (seq, frame, at)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._seq > seq, timeout=timeout):
+                return None
+            frame = self._frame
+            if frame is None:  # unreachable: _seq > 0 implies a frame
+                return None
+            return self._seq, frame, self._at
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... up to ``cap``."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0,
+                 rng: random.Random | None = None) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+
+    def next_delay(self) -> float:
+        """Return the next delay and advance."""
+        ceiling = min(self.cap, self.base * (2 ** self.attempt))
+        self.attempt = min(self.attempt + 1, 32)
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Start again from the base delay (after a success)."""
+        self.attempt = 0
+
+
+class CaptureThread(threading.Thread):
+    """Reads one camera forever (until stopped), keeping only the newest frame."""
+
+    def __init__(self, camera_id: str, source: FrameSource,
+                 clock: Callable[[], float] = time.monotonic,
+                 backoff: Backoff | None = None) -> None:
+        super().__init__(name=f"capture-{camera_id}", daemon=True)
+        self.camera_id = camera_id
+        self.source = source
+        self.latest = LatestFrame()
+        self.stats = CaptureStats()
+        self.heartbeat_at = clock()
+        self._clock = clock
+        self._stop_event = threading.Event()
+        self._backoff = backoff or Backoff()
+
+    def stop(self) -> None:
+        """Ask the thread to end; join() it afterwards."""
+        self._stop_event.set()
+
+    def _stream(self) -> None:
+        stats = self.stats
+        while not self._stop_event.is_set():
+            self.heartbeat_at = self._clock()
+            frame = self.source.read()
+            if frame is None:
+                return
+            now = self._clock()
+            stats.frames_in += 1
+            stats.height, stats.width = frame.shape[:2]
+            stats.last_frame_at = now
+            if stats.state is not CameraState.STREAMING:
+                log.info("camera %s: streaming %dx%d", self.source.display, stats.width,
+                         stats.height)
+                stats.state = CameraState.STREAMING
+                stats.last_error = ""
+                self._backoff.reset()
+            self.latest.put(frame, now)
+
+    def run(self) -> None:
+        stats = self.stats
+        while not self._stop_event.is_set():
+            self.heartbeat_at = self._clock()
+            try:
+                self.source.open()
+            except CameraError as exc:
+                # Say it once; repeats of the same failure go to debug until it changes.
+                log.log(logging.DEBUG if str(exc) == stats.last_error else logging.WARNING,
+                        "%s", exc)
+                stats.state, stats.last_error = CameraState.OFFLINE, str(exc)
+            except Exception as exc:  # a capture thread must never die of one bad open
+                message = (f"camera {self.source.display}: unexpected error "
+                           f"({exc.__class__.__name__})")
+                log.log(logging.DEBUG if message == stats.last_error else logging.WARNING,
+                        "%s", message)
+                stats.state, stats.last_error = CameraState.OFFLINE, message
+            else:
+                try:
+                    self._stream()
+                except Exception as exc:
+                    log.warning("camera %s: read failed (%s)", self.camera_id,
+                                exc.__class__.__name__)
+                finally:
+                    self.source.close()
+                if self._stop_event.is_set():
+                    break
+                stats.state = CameraState.CONNECTING
+                stats.last_error = f"camera {self.source.display}: the stream stopped"
+                log.warning("%s; reconnecting", stats.last_error)
+            stats.reconnects += 1
+            now = self._clock()
+            stats.reconnect_times = [t for t in stats.reconnect_times if now - t < 3600][-500:]
+            stats.reconnect_times.append(now)
+            # Wait in slices so the watchdog sees a waiting thread is not a hung one.
+            until = self._clock() + self._backoff.next_delay()
+            while not self._stop_event.is_set() and self._clock() < until:
+                self.heartbeat_at = self._clock()
+                self._stop_event.wait(min(2.0, max(0.0, until - self._clock())))
+        stats.state = CameraState.STOPPED

@@ -1,0 +1,211 @@
+"""One camera's outgoing path: newest frame -> mask -> encode -> seal -> publish.
+
+Runs in its own named thread beside the camera's capture thread. Fail closed: a frame that
+cannot be masked is dropped, never sent; a camera without a share region sends nothing.
+The camera's content key is rotated every epoch and announced, wrapped for each recipient,
+in a retained message signed by the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent import crypto
+from agent.camera import CameraState, CaptureThread
+from agent.config import CameraConfig
+from agent.encode import Encoder
+from agent.envelope import key_announcement, seal_frame
+from agent.errors import AgentError
+from agent.privacy import ShareMask
+from agent.protocol import FrameHeader, Topics
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, int, bool], bool]
+Sign = Callable[[dict[str, object]], bytes]
+
+
+@dataclass
+class Epoch:
+    """The current content key of a camera and its frame counter."""
+
+    id: int
+    key: bytes
+    sealer: crypto.FrameSealer
+    started: float
+    seq: int = 0
+
+
+class CameraPipeline(threading.Thread):
+    """Takes the newest frame at most ``fps`` times a second and sends it out masked."""
+
+    def __init__(self, cam: CameraConfig, capture: CaptureThread, encoder: Encoder,
+                 topics: Topics, recipients: dict[str, bytes], publish: Publish, sign: Sign,
+                 next_seq: Callable[[], int], key_rotation: float,
+                 wall: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(name=f"pipeline-{cam.id}", daemon=True)
+        self.cam = cam
+        self.capture = capture
+        self.mask = ShareMask(cam.share)
+        self.encoder = encoder
+        self.topics = topics
+        self.recipients = recipients
+        self.frames_out = 0
+        self.snapshots_out = 0
+        self.mask_failures = 0
+        self.live_until = 0.0
+        self.live_fps = cam.fps
+        self._snap_requested = threading.Event()
+        self._wake = threading.Event()
+        self.heartbeat_at = clock()
+        self.epoch: Epoch | None = None
+        self.announcement: bytes | None = None
+        """The signed key announcement of the current epoch (re-sent after reconnects)."""
+        self._publish, self._sign, self._next_seq = publish, sign, next_seq
+        self._rotation = key_rotation
+        self._wall, self._clock = wall, clock
+        self._stop_event = threading.Event()
+        self._logged: set[str] = set()
+
+    @property
+    def sending(self) -> bool:
+        """True when this camera may send pixels at all."""
+        return self.cam.mode != "off" and self.mask.valid
+
+    def state(self) -> tuple[CameraState, str]:
+        """The camera's reported state and, if not streaming, why.
+
+        A camera that does not deliver frames is reported as such first (connecting,
+        stalled, offline); one that does, but may not share, as ``off`` or ``masked-off``.
+        """
+        stats = self.capture.stats
+        if stats.state is CameraState.STREAMING and self._clock() - stats.last_frame_at > 5:
+            return CameraState.STALLED, "no new frame for more than 5 s"
+        if stats.state is not CameraState.STREAMING:
+            return stats.state, stats.last_error
+        if self.cam.mode == "off":
+            return CameraState.OFF, "sharing is off for this camera"
+        if not self.mask.valid:
+            return CameraState.MASKED_OFF, self.cam.share_error or "no share region"
+        return CameraState.STREAMING, ""
+
+    def stop(self) -> None:
+        """Ask the thread to end; join() it afterwards."""
+        self._stop_event.set()
+        self._wake.set()
+
+    def set_rotation(self, seconds: float) -> None:
+        """Change how often the content key rotates (a remote config may)."""
+        self._rotation = seconds
+
+    @property
+    def live(self) -> bool:
+        """True while live frames are being sent (continuous, or a live-start in force)."""
+        return self.cam.mode == "continuous" or (
+            self.cam.mode == "on-request" and self._clock() < self.live_until)
+
+    def live_start(self, seconds: float, fps: float | None = None) -> None:
+        """Send live frames for ``seconds`` (on-request mode); then stop by itself."""
+        self.live_until = self._clock() + seconds
+        self.live_fps = fps or self.cam.fps
+        self._wake.set()
+
+    def live_stop(self) -> None:
+        """End a live view now."""
+        self.live_until = 0.0
+        self._wake.set()
+
+    def request_snapshot(self) -> None:
+        """Send one snapshot (encrypted JPEG on the snap topic) as soon as a frame is there."""
+        self._snap_requested.set()
+        self._wake.set()
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("camera %s: %s", self.cam.id, message)
+
+    def rotate(self) -> None:
+        """Start a new epoch: fresh content key, announced (retained) for every recipient."""
+        wall_ms = int(self._wall() * 1000)
+        epoch_id = max(wall_ms, (self.epoch.id + 1) if self.epoch else 0)
+        key = crypto.new_content_key()
+        body = key_announcement(self.topics.agent, self.cam.id, epoch_id, key, self.recipients,
+                                wall_ms, self._next_seq())
+        self.epoch = Epoch(epoch_id, key, crypto.FrameSealer(key), self._clock())
+        self.announcement = self._sign(body)
+        self._publish(self.topics.keys(self.cam.id), self.announcement, 1, True)
+        log.info("camera %s: new key epoch %d for %s", self.cam.id, epoch_id,
+                 ", ".join(sorted(self.recipients)))
+
+    def process(self, frame: object, at_wall: float) -> bytes | None:
+        """Mask, encode and seal one frame; return the wire bytes, or None if not shareable."""
+        if self.epoch is None:
+            return None
+        try:
+            masked = self.mask.apply(frame, crop=self.cam.crop)  # type: ignore[arg-type]
+            src_h, src_w = frame.shape[:2]  # type: ignore[attr-defined]
+            roi = self.mask.bbox_for(src_w, src_h) if self.cam.crop else (0, 0, src_w, src_h)
+            enc = self.encoder.encode(masked)
+        except AgentError as exc:
+            self.mask_failures += 1
+            self._log_once(f"mask:{exc}", f"{exc}; video from this camera is withheld")
+            return None
+        epoch = self.epoch
+        epoch.seq += 1
+        header = FrameHeader(agent=self.topics.agent, camera=self.cam.id, epoch=epoch.id,
+                             seq=epoch.seq, ts_ms=int(at_wall * 1000), codec=enc.codec,
+                             keyframe=enc.keyframe, width=enc.width, height=enc.height,
+                             src=(src_w, src_h), roi=roi)
+        return seal_frame(epoch.sealer, header, enc.data)
+
+    def _snapshot_due(self, next_snap: float) -> bool:
+        if self._snap_requested.is_set():
+            return True
+        return (self.cam.mode == "on-request" and self.cam.snapshot_interval > 0
+                and self._clock() >= next_snap)
+
+    def run(self) -> None:
+        if not self.sending:
+            reason = ("sharing is off" if self.cam.mode == "off"
+                      else self.cam.share_error or "no share region")
+            self._log_once("off", f"no video will be sent ({reason})")
+            return
+        seen = 0
+        next_live = next_snap = self._clock()  # the first snapshot as soon as there is a frame
+        while not self._stop_event.is_set():
+            self.heartbeat_at = now = self._clock()
+            if self.epoch is None or now - self.epoch.started >= self._rotation:
+                self.rotate()
+            live, snap = self.live, self._snapshot_due(next_snap)
+            if not live and not snap:
+                # Idle: nobody watches and no snapshot is due; commands wake us.
+                wait = 1.0 if self.cam.mode != "on-request" or not self.cam.snapshot_interval \
+                    else min(1.0, max(0.0, next_snap - now))
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            got = self.capture.latest.get_newer(seen, timeout=1.0)
+            if got is None:
+                continue
+            seen, frame, _at = got
+            if snap:
+                self._snap_requested.clear()
+                next_snap = self._clock() + (self.cam.snapshot_interval or 86400)
+                payload = self.process(frame, self._wall())
+                if payload is not None and self._publish(self.topics.snap(self.cam.id),
+                                                         payload, 1, False):
+                    self.snapshots_out += 1
+            if live:
+                payload = self.process(frame, self._wall())
+                if payload is not None and self._publish(self.topics.live(self.cam.id),
+                                                         payload, 0, False):
+                    self.frames_out += 1
+                next_live = max(next_live + 1.0 / self.live_fps, self._clock())
+                self._wake.wait(max(0.0, next_live - self._clock()))
+                self._wake.clear()

@@ -1,0 +1,167 @@
+"""Share regions -> privacy masks. The only path by which pixels may leave the box.
+
+A share region is a polygon in normalised coordinates (0..1 of width and height). The union
+of a camera's share regions is the public area; everything else is blanked to black before
+any encoder sees the frame. The mask image is rendered once per resolution and cached.
+
+Fail closed: a camera without a valid region gets no mask, and ``apply`` refuses to return
+pixels for it. This module imports nothing from the package except errors.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import cast
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import MaskError
+
+Frame = npt.NDArray[np.uint8]
+Point = tuple[float, float]
+
+# Polygons smaller than this fraction of the frame are almost certainly a drawing mistake.
+MIN_AREA = 1e-4
+MAX_POINTS = 64
+
+
+def polygon_area(points: tuple[Point, ...]) -> float:
+    """Return the absolute area of a polygon (shoelace formula), in normalised units."""
+    total = 0.0
+    for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1], strict=True):
+        total += x1 * y2 - x2 * y1
+    return abs(total) / 2.0
+
+
+@dataclass(frozen=True)
+class Polygon:
+    """One share region: at least three points, each coordinate in 0..1."""
+
+    points: tuple[Point, ...]
+
+    def __post_init__(self) -> None:
+        if not 3 <= len(self.points) <= MAX_POINTS:
+            raise MaskError(
+                f"a share polygon has {len(self.points)} points; "
+                f"expected 3 to {MAX_POINTS} points"
+            )
+        for x, y in self.points:
+            for v in (x, y):
+                if not (isinstance(v, int | float) and math.isfinite(v) and 0.0 <= v <= 1.0):
+                    raise MaskError(
+                        f"share point [{x}, {y}] is outside the frame; "
+                        "expected coordinates from 0 to 1"
+                    )
+        if polygon_area(self.points) < MIN_AREA:
+            raise MaskError(
+                "a share polygon has (almost) no area; draw at least three points that "
+                "enclose part of the picture"
+            )
+
+    @classmethod
+    def parse(cls, raw: object) -> Polygon:
+        """Build a polygon from ``[[x, y], ...]``, raising MaskError on any other shape."""
+        if not isinstance(raw, list | tuple):
+            raise MaskError(f"a share polygon must be a list of [x, y] points, not {raw!r}")
+        pts: list[Point] = []
+        for p in raw:
+            if (
+                not isinstance(p, list | tuple)
+                or len(p) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in p)
+            ):
+                raise MaskError(f"share point {p!r} is not a pair of numbers like [0.5, 0.25]")
+            pts.append((float(p[0]), float(p[1])))
+        return cls(tuple(pts))
+
+
+class ShareMask:
+    """The union of a camera's share regions, rendered per resolution and applied to frames.
+
+    Thread-safe: ``apply`` may be called from several threads.
+    """
+
+    # Bound on cached resolutions: a camera changes resolution rarely; keep a few.
+    CACHE_LIMIT = 4
+
+    def __init__(self, polygons: tuple[Polygon, ...]) -> None:
+        self.polygons = polygons
+        self._cache: dict[tuple[int, int], tuple[Frame, tuple[int, int, int, int]]] = {}
+        self._lock = threading.Lock()
+        self.renders = 0
+
+    @property
+    def valid(self) -> bool:
+        """True when there is at least one share region (otherwise nothing may be shared)."""
+        return bool(self.polygons)
+
+    def _render(self, width: int, height: int) -> tuple[Frame, tuple[int, int, int, int]]:
+        if not self.valid:
+            raise MaskError("this camera has no share region, so no pixels may leave the box")
+        if width <= 0 or height <= 0:
+            raise MaskError(f"cannot mask a frame of size {width}x{height}")
+        mask = np.zeros((height, width), dtype=np.uint8)
+        scale = np.array([width, height], dtype=np.float64)
+        # Coordinates are pixel edges (1.0 = the far edge). fillPoly fills pixels whose
+        # integer position is inside or on the outline, so move the outline half a pixel to
+        # test pixel centres instead: a polygon from 0.5 to 1.0 of 200 px covers pixels
+        # 100..199. A centre exactly on an outline counts as inside (OpenCV rounds there).
+        shifted = [
+            np.round((np.array(p.points, dtype=np.float64) * scale - 0.5) * 16.0).astype(np.int32)
+            for p in self.polygons
+        ]
+        cv2.fillPoly(mask, shifted, 255, lineType=cv2.LINE_8, shift=4)
+        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        if len(xs) == 0:
+            raise MaskError("the share region covers no pixel at this resolution")
+        bbox = (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+        mask.setflags(write=False)
+        return mask, bbox
+
+    def _entry(self, width: int, height: int) -> tuple[Frame, tuple[int, int, int, int]]:
+        key = (width, height)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+            entry = self._render(width, height)
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = entry
+            self.renders += 1
+            return entry
+
+    def mask_for(self, width: int, height: int) -> Frame:
+        """Return the (read-only) 0/255 mask image for a resolution."""
+        return self._entry(width, height)[0]
+
+    def bbox_for(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Return the share region's bounding box ``(x, y, w, h)`` in pixels."""
+        return self._entry(width, height)[1]
+
+    def apply(self, frame: Frame, crop: bool = False) -> Frame:
+        """Return a new frame with everything outside the share region set to black.
+
+        With ``crop``, only the share region's bounding box is returned (see ``bbox_for``);
+        masking the crop alone costs less than masking the whole frame.
+
+        Raises:
+            MaskError: no share region, or the frame is not an image this mask can apply
+                to. Callers must then drop the frame: it is never returned unmasked.
+        """
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3):
+            raise MaskError("the frame is not an 8-bit image; it was not shared")
+        height, width = frame.shape[:2]
+        mask, (x, y, w, h) = self._entry(width, height)
+        if crop:
+            frame, mask = frame[y:y + h, x:x + w], mask[y:y + h, x:x + w]
+        try:
+            out = cast(Frame, cv2.bitwise_and(frame, frame, mask=mask))
+        except cv2.error as exc:
+            raise MaskError("the mask could not be applied to this frame; "
+                            "it was not shared") from exc
+        return out

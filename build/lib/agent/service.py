@@ -1,0 +1,365 @@
+"""Wiring and lifecycle: config + identity -> transport, outbox, capture threads,
+pipelines, health monitor, heartbeats, commands. With cli, the only module that ties the
+others together.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import schedule
+
+from agent.camera import CameraState, CaptureThread, OpenCVSource
+from agent.config import AgentConfig, CameraConfig
+from agent.control import Command, CommandVerifier
+from agent.encode import JpegEncoder
+from agent.envelope import sign_message
+from agent.errors import Rejected
+from agent.heartbeat import RateMeter, camera_status, heartbeat_body
+from agent.identity import Identity
+from agent.monitor import HealthMonitor
+from agent.outbox import Outbox, OutboxSender
+from agent.pipeline import CameraPipeline
+from agent.protocol import Topics
+from agent.reconfigure import ConfigManager
+from agent.sysinfo import system_status
+from agent.systemd import Watchdog, notify
+from agent.transport import BrokerAddress, MqttTransport, TlsFiles
+
+log = logging.getLogger(__name__)
+
+# Rejection acks answer unsigned or foreign commands too; cap them so a flood of junk
+# cannot fill the outbox.
+REJECT_ACKS_PER_MINUTE = 10
+
+
+class AgentState(enum.Enum):
+    """Lifecycle of the agent process."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The broker connection after merging the config file over the enrolment bundle."""
+
+    addr: BrokerAddress
+    tls: TlsFiles
+    protocol: str
+    keepalive: int
+    prefix: str
+
+
+def broker_settings(config: AgentConfig, identity: Identity) -> BrokerSettings:
+    """Fill empty broker fields of the config from what was pinned at enrolment."""
+    b = config.broker
+    ca = b.ca_file or (str(identity.ca_file) if identity.ca_file.exists() else "")
+    return BrokerSettings(
+        addr=BrokerAddress.parse(b.url or identity.bundle.broker_url),
+        tls=TlsFiles(ca, b.cert_file, b.key_file),
+        protocol=b.protocol,
+        keepalive=b.keepalive,
+        prefix=b.topic_prefix or identity.bundle.topic_prefix,
+    )
+
+
+class Agent:
+    """The running edge agent."""
+
+    def __init__(self, config: AgentConfig, identity: Identity,
+                 wall: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.identity = identity
+        self.state = AgentState.STARTING
+        self.session = secrets.token_hex(8)
+        self.started = wall()
+        self._wall, self._clock = wall, clock
+        self._seq_lock = threading.Lock()
+        # Sequence numbers start from the wall clock in microseconds so that they keep
+        # increasing across restarts without storing anything.
+        self._seq = int(self.started * 1_000_000)
+        self.broker = broker_settings(config, identity)
+        self.topics = Topics(self.broker.prefix, identity.agent_id)
+        self.transport = MqttTransport(
+            self.broker.addr, client_id=f"edge-{identity.agent_id}", tls=self.broker.tls,
+            protocol=self.broker.protocol, keepalive=self.broker.keepalive,
+            will=(self.topics.state, self._state_message("offline", clean=False)),
+            birth=self._birth,
+            subscriptions=(self.topics.cmd, self.topics.config,
+                           *(self.topics.group_config(g) for g in config.groups)),
+        )
+        self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
+        self.sender = OutboxSender(self.outbox, self.transport.publish_durable,
+                                   self.transport.connected, clock=clock)
+        self.pipelines: list[CameraPipeline] = [self._pipeline(cam) for cam in config.cameras]
+        self.monitor = HealthMonitor(self.pipelines, config.data_dir, self.event, clock=clock)
+        self.verifier = CommandVerifier(identity.agent_id, identity.bundle.cc_signing_key, wall,
+                                        cameras=lambda: {p.cam.id for p in self.pipelines})
+        self.configs = ConfigManager(identity.agent_id, identity.bundle.cc_signing_key,
+                                     config.data_dir, lambda: self.config, self.apply_live,
+                                     self._streaming, self.ack, wall=wall, clock=clock)
+        self._meter = RateMeter()
+        self._scheduler = schedule.Scheduler()
+        self._scheduler.every(max(1, round(config.heartbeat_interval))).seconds.do(
+            self.publish_heartbeat)
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._run_timer, name="heartbeat", daemon=True)
+        self._control = threading.Thread(target=self._run_control, name="control", daemon=True)
+        self._reject_budget: list[float] = []
+        self.heartbeats_sent = 0
+
+    # --- messages ---------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """The next sequence number for a signed message of this agent."""
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    def sign(self, body: dict[str, Any]) -> bytes:
+        """Sign a message body with the agent's key."""
+        return sign_message(self.identity.private_key, body)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        # Pictures and key announcements are not history: never queue them while offline
+        # (announcements are sent again with every birth).
+        return self.transport.publish(topic, payload, qos=qos, retain=retain,
+                                      only_if_connected=True)
+
+    def durable(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
+        """Sign ``body`` and send it through the outbox (kept until the broker has it)."""
+        self.outbox.put(topic, self.sign(body), retain=retain)
+        self.sender.wake()
+
+    def _common(self, kind: str) -> dict[str, Any]:
+        return {"v": 1, "type": kind, "agent": self.identity.agent_id, "seq": self.next_seq(),
+                "ts": int(self._wall() * 1000)}
+
+    def event(self, fields: dict[str, Any]) -> None:
+        """Publish a signed event (camera state or fault change) at once, durably."""
+        self.durable(self.topics.ev, {**self._common("ev"), **fields})
+
+    def ack(self, ref: str, cmd: str, outcome: str, reason: str = "", **extra: Any) -> None:
+        """Publish a signed acknowledgement of a command or config, durably."""
+        self.durable(self.topics.ack, {**self._common("ack"), "ref": ref, "cmd": cmd,
+                                       "outcome": outcome, "reason": reason, **extra})
+
+    def _state_message(self, state: str, clean: bool = True) -> bytes:
+        return self.sign({**self._common("state"), "state": state, "session": self.session,
+                          "clean": clean, "config_version": self.config.version})
+
+    def _birth(self) -> list[tuple[str, bytes]]:
+        out = [(self.topics.state, self._state_message("online"))]
+        out += [(self.topics.keys(p.cam.id), p.announcement) for p in self.pipelines
+                if p.announcement is not None]
+        return out
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Build the current heartbeat body."""
+        now = self._clock()
+        cams = []
+        for p in self.pipelines:
+            status = camera_status(p, self._meter, now)
+            status["faults"] = self.monitor.faults(p.cam.id)
+            cams.append(status)
+        backlog, backlog_bytes = self.outbox.backlog()
+        t = self.transport
+        link = {"connected": t.connected.is_set(), "rtt_ms": self.sender.last_rtt_ms,
+                "reconnects": max(0, t.connects - 1), "bytes_sent": t.bytes_sent,
+                "backlog": backlog, "backlog_bytes": backlog_bytes,
+                "dropped": self.outbox.dropped,
+                "live_dropped": t.dropped_offline + t.dropped_backlog}
+        body = heartbeat_body(self.identity.agent_id, self.next_seq(), self.session,
+                              self.started, self.config.version, cams,
+                              self.config.heartbeat_interval, wall=self._wall())
+        body["system"] = system_status(self.config.data_dir)
+        body["link"] = link
+        body["pending_consent"] = self.configs.pending_summary()
+        return body
+
+    def publish_heartbeat(self) -> None:
+        """Sign one heartbeat and send it durably (retained, so a new fleet view sees it)."""
+        self.durable(self.topics.hb, self.heartbeat(), retain=True)
+        self.heartbeats_sent += 1
+
+    # --- commands ---------------------------------------------------------------------
+
+    def handle_command(self, payload: bytes) -> None:
+        """Verify and carry out one command; every outcome is acknowledged."""
+        try:
+            cmd = self.verifier.verify(payload)
+        except Rejected as exc:
+            now = self._clock()
+            self._reject_budget = [t for t in self._reject_budget if now - t < 60]
+            log.warning("command rejected: %s", exc)
+            if len(self._reject_budget) < REJECT_ACKS_PER_MINUTE:
+                self._reject_budget.append(now)
+                # The id is echoed unverified (at most 64 characters) so that whoever sent
+                # it, IT with a wrong key for example, can see what became of it.
+                claimed = ConfigManager._doc_id(payload)
+                self.ack(claimed, "", "rejected", str(exc))
+            return
+        self.run_command(cmd)
+
+    def run_command(self, cmd: Command) -> None:
+        """Carry out a verified command."""
+        pipeline = next((p for p in self.pipelines if p.cam.id == cmd.args.get("camera")), None)
+        reason = ""
+        if cmd.name == "rebirth":
+            for topic, payload in self._birth():
+                self.transport.publish(topic, payload, qos=1, retain=True)
+            self.publish_heartbeat()
+        elif pipeline is not None and not pipeline.sending:
+            self.ack(cmd.id, cmd.name, "rejected", f"camera {pipeline.cam.id} sends no video "
+                     f"({pipeline.state()[1] or 'sharing is off'})")
+            return
+        elif pipeline is not None and cmd.name == "live-start":
+            if pipeline.cam.mode == "continuous":
+                reason = "this camera is live all the time already"
+            pipeline.live_start(cmd.args["seconds"], cmd.args.get("fps"))
+        elif pipeline is not None and cmd.name == "live-stop":
+            pipeline.live_stop()
+        elif pipeline is not None and cmd.name == "snapshot":
+            pipeline.request_snapshot()
+        self.ack(cmd.id, cmd.name, "done", reason)
+        log.info("command %s (%s) done", cmd.name, cmd.id)
+
+    def _run_control(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.transport.inbox.get(timeout=0.5)
+            except queue.Empty:
+                msg = None
+            try:
+                if msg is not None and msg.topic == self.topics.cmd and msg.payload:
+                    self.handle_command(msg.payload)
+                elif msg is not None and msg.topic != self.topics.cmd:
+                    self.configs.offer(msg.payload)
+                self.configs.tick()
+            except Exception:  # a command or config must never take the agent down
+                log.exception("command or config handling failed")
+
+    # --- live reconfiguration ---------------------------------------------------------
+
+    def _pipeline(self, cam: CameraConfig) -> CameraPipeline:
+        capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id),
+                                clock=self._clock)
+        return CameraPipeline(cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width),
+                              self.topics, self.identity.bundle.recipients, self._publish,
+                              self.sign, self.next_seq, self.config.key_rotation,
+                              wall=self._wall, clock=self._clock)
+
+    def _streaming(self, camera: str) -> bool:
+        p = next((p for p in self.pipelines if p.cam.id == camera), None)
+        return p is not None and p.capture.stats.state is CameraState.STREAMING
+
+    def apply_live(self, new: AgentConfig) -> list[str]:
+        """Switch to ``new`` without a restart; only changed cameras restart.
+
+        Returns the ids of cameras that were added or changed.
+        """
+        old_cams = {p.cam.id: p for p in self.pipelines}
+        keep, changed, stopping = [], [], []
+        for cam in new.cameras:
+            p = old_cams.pop(cam.id, None)
+            if p is not None and p.cam == cam:
+                keep.append(p)
+                continue
+            if p is not None:
+                stopping.append(p)
+            keep.append(self._pipeline(cam))
+            changed.append(cam.id)
+        stopping += old_cams.values()
+        for p in stopping:
+            p.stop()
+            p.capture.stop()
+        self.config = new
+        logging.getLogger().setLevel(new.log_level.upper())
+        self.outbox.max_bytes = new.outbox_max_mb * 2**20
+        self._scheduler.clear()
+        self._scheduler.every(max(1, round(new.heartbeat_interval))).seconds.do(
+            self.publish_heartbeat)
+        for p in keep:
+            p.set_rotation(new.key_rotation)
+            if not p.is_alive() and self.state is AgentState.RUNNING:
+                p.capture.start()
+                p.start()
+        self.pipelines = keep
+        self.monitor.set_pipelines(keep)
+        return changed
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the broker and start every camera."""
+        backlog = self.outbox.backlog()[0]
+        log.info("agent %s starting (key %s), broker %s, %d camera(s)%s",
+                 self.identity.agent_id, self.identity.fingerprint, self.broker.addr.url,
+                 len(self.pipelines), f", {backlog} message(s) waiting" if backlog else "")
+        self.transport.start()
+        self.sender.start()
+        for p in self.pipelines:
+            p.capture.start()
+            p.start()
+        self.monitor.start()
+        self._timer.start()
+        self._control.start()
+        self.state = AgentState.RUNNING
+
+    def _run_timer(self) -> None:
+        self.publish_heartbeat()  # the first one at once; it waits in the outbox if need be
+        while not self._stop.is_set():
+            self._scheduler.run_pending()
+            self._stop.wait(0.25)
+
+    def run(self, stop: threading.Event) -> None:
+        """Start, tell systemd we are ready, serve (petting the watchdog while every thread
+        is healthy) until ``stop`` is set; then shut down cleanly."""
+        self.start()
+        watchdog = Watchdog(self.threads, self.transport.loop_alive)
+        notify(f"READY=1\nSTATUS=sharing {len(self.pipelines)} camera(s)")
+        try:
+            while not stop.wait(1.0):
+                watchdog.tick()
+        finally:
+            notify("STOPPING=1")
+            self.shutdown()
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread the agent runs (the watchdog checks them)."""
+        out: list[threading.Thread] = [self._timer, self._control, self.monitor, self.sender]
+        for p in self.pipelines:
+            out += [p, p.capture] if p.sending else [p.capture]  # a silent camera has no
+        return out                                                # pipeline thread
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop cameras, deliver what is waiting (briefly), say "offline", disconnect."""
+        self.state = AgentState.STOPPING
+        self._stop.set()
+        self.monitor.stop()
+        for p in self.pipelines:
+            p.stop()
+            p.capture.stop()
+        if self.transport.connected.is_set():
+            self.sender.flush(1.0)
+        self.sender.stop()
+        deadline = time.monotonic() + timeout
+        for t in self.threads():
+            if t.is_alive():
+                t.join(max(0.05, deadline - time.monotonic()))
+        self.transport.stop(final=(self.topics.state, self._state_message("offline")))
+        self.outbox.close()
+        self.state = AgentState.STOPPED
+        log.info("agent %s stopped", self.identity.agent_id)
