@@ -114,6 +114,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")
 
     print(f"edge-agent {__version__} check")
+    if args.camera:  # "which stream does this camera have?", before any config exists
+        args.host, args.port, args.print_url = args.camera, 554, False
+        if ":" in args.camera:
+            args.host, port = args.camera.rsplit(":", 1)
+            args.port = int(port) if port.isdigit() else 554
+        return cmd_find_camera(args)
     try:
         cfg = _load(args)
     except AgentError as exc:
@@ -293,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_enroll)
     c = sub.add_parser("check", help="check config, keys, cameras, mask and broker")
     common(c)
+    c.add_argument("--camera", help="instead: find the stream of the camera at HOST[:PORT]")
+    c.add_argument("--user", help="camera user name (with --camera)")
+    c.add_argument("--password", help="camera password (with --camera)")
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("snapshot", help="save one picture from a camera to a file")
     common(s)
