@@ -85,10 +85,11 @@ def test_no_content_outside_share_region(polys: list[list[tuple[float, float]]],
     outside = picture[~near]
     if outside.size:
         assert int(outside.max()) <= TOL, f"leak of {outside.max()} outside the share region"
-    # And the test is not vacuous: inside, the bright noise arrives.
+    # And the test is not vacuous: inside, the bright noise (mean 191) arrives; near thin
+    # parts of a polygon, downscaling averages some black in, hence the margin.
     inside = picture[cv2.erode(mask, np.ones((9, 9), np.uint8)) > 0]
     if inside.size > 50:
-        assert inside.mean() > 100
+        assert inside.mean() > 60
 
 
 def test_leak_would_be_detected() -> None:
