@@ -169,6 +169,16 @@ def test_on_request_sends_no_live_until_asked_and_stops_by_itself(
         assert meter.live == after, "live frames kept coming after the duration ended"
         frames = got.count("front")
         assert 8 <= frames <= 4 * 4 + 6  # about 4 s at 4 fps, plus snapshots
+        # live-stop ends a long live view at once.
+        assert cc.command(key, "box-live", "live-start",
+                          args={"camera": "front", "seconds": 600})["outcome"] == "done"
+        wait_for(lambda: meter.live > after, 10, "live frames again")
+        assert cc.command(key, "box-live", "live-stop", args={"camera": "front"})[
+            "outcome"] == "done"
+        time.sleep(1.5)
+        stopped = meter.live
+        time.sleep(3)
+        assert meter.live == stopped, "live frames kept coming after live-stop"
         ack = cc.command(key, "box-live", "live-start", args={"camera": "nope", "seconds": 4})
         assert ack is not None and "camera 'nope' is not on this box" in ack["reason"]
         ack = cc.command(key, "box-live", "live-start",
@@ -202,6 +212,14 @@ def test_edge_cc_push_config_and_snapshot_commands(bench: Bench, clip_720p: Path
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert jpg.read_bytes()[:2] == b"\xff\xd8" and "wrote" in out.stdout
+        frames = tmp_path / "live"
+        out = subprocess.run([str(BIN / "edge-cc"), home[0], home[1], "live", *home[2:],
+                              "box-cli2", "front", "--minutes", "0.1", "--port", "0",
+                              "--out", str(frames)], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "live for 0.1 min" in out.stdout and "live view: http://127.0.0.1:" in out.stdout
+        assert len(list(frames.rglob("*.jpg"))) >= 5
     finally:
         agent.shutdown()
 
