@@ -169,11 +169,13 @@ class MqttTransport:
             return
         self.connects += 1
         self.last_error = ""
+        # Connected first, birth second: anything made meanwhile (a new key announcement)
+        # is then either read by the birth below or published by its maker; never lost.
+        self.connected.set()
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         for topic, payload in self._birth() if self._birth is not None else []:
             client.publish(topic, payload, qos=1, retain=True)
-        self.connected.set()
         log.info("connected to broker %s", self.addr.url)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
