@@ -27,6 +27,7 @@ region was set and stored beside the keys; deleting it takes a new one.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -215,7 +216,9 @@ class HealthAnalyzer:
             if not dark and not frozen:
                 self.reference = Reference(thumb, sharpness(frame))
                 if self.reference_file is not None:
-                    self.reference.save(self.reference_file)
+                    # Disk full: keep it in memory; it is stored again after a restart.
+                    with contextlib.suppress(OSError):
+                        self.reference.save(self.reference_file)
             return self.faults
         if dark:  # a covered lens is not also "blurred" and "moved": say the one thing
             self._votes[Fault.OUT_OF_FOCUS].active = False

@@ -133,9 +133,15 @@ class ConfigManager:
     def _apply(self, doc: ConfigDoc, old: AgentConfig, new: AgentConfig) -> None:
         path = old.source_path
         if path is not None:
-            write_atomically(path, new, f"Written by edge-agent: config version {doc.version} "
-                             f"({doc.id}) from the Command Centre.\nThe previous file is "
-                             f"{path.name}.prev. Edit here only for local changes.")
+            try:
+                write_atomically(path, new, f"Written by edge-agent: config version "
+                                 f"{doc.version} ({doc.id}) from the Command Centre.\nThe "
+                                 f"previous file is {path.name}.prev. Edit here only for "
+                                 "local changes.")
+            except OSError as exc:
+                self._answer(doc.id, doc.version, "rejected", f"the box could not save the "
+                             f"config ({exc.strerror or exc}); free space on its disk")
+                return
         changed = self._apply_live(new)
         self._applied_file.write_text(json.dumps({"id": doc.id, "version": doc.version}),
                                       encoding="utf-8")

@@ -9,6 +9,7 @@ import enum
 import logging
 import queue
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -100,7 +101,13 @@ class Agent:
             subscriptions=(self.topics.cmd, self.topics.config,
                            *(self.topics.group_config(g) for g in config.groups)),
         )
-        self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
+        try:
+            self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("outbox %s cannot be opened (%s): free space in %s; until the agent "
+                      "restarts with space, messages waiting for the broker are kept in "
+                      "memory only", config.data_dir / "outbox.sqlite", exc, config.data_dir)
+            self.outbox = Outbox(None, config.outbox_max_mb * 2**20)
         self.sender = OutboxSender(self.outbox, self.transport.publish_durable,
                                    self.transport.connected, clock=clock)
         self.pipelines: list[CameraPipeline] = [self._pipeline(cam) for cam in config.cameras]
@@ -119,6 +126,7 @@ class Agent:
         self._control = threading.Thread(target=self._run_control, name="control", daemon=True)
         self._reject_budget: list[float] = []
         self.heartbeats_sent = 0
+        self.outbox_errors = 0
 
     # --- messages ---------------------------------------------------------------------
 
@@ -139,8 +147,24 @@ class Agent:
                                       only_if_connected=True)
 
     def durable(self, topic: str, body: dict[str, Any], retain: bool = False) -> None:
-        """Sign ``body`` and send it through the outbox (kept until the broker has it)."""
-        self.outbox.put(topic, self.sign(body), retain=retain)
+        """Sign ``body`` and send it through the outbox (kept until the broker has it).
+
+        If the outbox cannot be written (data dir full, card failing) the message is still
+        published if the broker is there, just not kept; the failure is counted, said once,
+        and shows in the heartbeat (free disk, outbox_errors).
+        """
+        payload = self.sign(body)
+        try:
+            self.outbox.put(topic, payload, retain=retain)
+        except (sqlite3.Error, OSError) as exc:
+            self.outbox_errors += 1
+            if self.outbox_errors == 1 or self.outbox_errors % 100 == 0:
+                log.error("outbox %s cannot be written (%s; %d time(s)); messages are sent "
+                          "without being kept: free space in %s", self.outbox.path, exc,
+                          self.outbox_errors, self.config.data_dir)
+            self.transport.publish(topic, payload, qos=1, retain=retain,
+                                   only_if_connected=True)
+            return
         self.sender.wake()
 
     def _common(self, kind: str) -> dict[str, Any]:
@@ -180,7 +204,8 @@ class Agent:
                 "reconnects": max(0, t.connects - 1), "bytes_sent": t.bytes_sent,
                 "backlog": backlog, "backlog_bytes": backlog_bytes,
                 "dropped": self.outbox.dropped,
-                "live_dropped": t.dropped_offline + t.dropped_backlog}
+                "live_dropped": t.dropped_offline + t.dropped_backlog,
+                "outbox_errors": self.outbox_errors}
         body = heartbeat_body(self.identity.agent_id, self.next_seq(), self.session,
                               self.started, self.config.version, cams,
                               self.config.heartbeat_interval, wall=self._wall())
@@ -321,7 +346,10 @@ class Agent:
     def _run_timer(self) -> None:
         self.publish_heartbeat()  # the first one at once; it waits in the outbox if need be
         while not self._stop.is_set():
-            self._scheduler.run_pending()
+            try:
+                self._scheduler.run_pending()
+            except Exception:  # a heartbeat that fails must not end the heartbeats
+                log.exception("heartbeat failed")
             self._stop.wait(0.25)
 
     def run(self, stop: threading.Event) -> None:
