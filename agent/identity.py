@@ -35,13 +35,19 @@ class Bundle:
     ca_pem: str
     cc_signing_key: bytes
     recipients: dict[str, bytes]
+    client_cert_pem: str = ""
+    """This box's broker client certificate (and key below), when IT issued one for it."""
+    client_key_pem: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The bundle as the JSON object stored in files."""
-        return {"type": BUNDLE_TYPE, "v": 1, "broker_url": self.broker_url,
-                "topic_prefix": self.topic_prefix, "ca_pem": self.ca_pem,
-                "cc_signing_key": b64e(self.cc_signing_key),
-                "recipients": {k: b64e(v) for k, v in sorted(self.recipients.items())}}
+        out = {"type": BUNDLE_TYPE, "v": 1, "broker_url": self.broker_url,
+               "topic_prefix": self.topic_prefix, "ca_pem": self.ca_pem,
+               "cc_signing_key": b64e(self.cc_signing_key),
+               "recipients": {k: b64e(v) for k, v in sorted(self.recipients.items())}}
+        if self.client_cert_pem:
+            out.update(client_cert_pem=self.client_cert_pem, client_key_pem=self.client_key_pem)
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> Bundle:
@@ -55,7 +61,9 @@ class Bundle:
                          topic_prefix=str(obj.get("topic_prefix") or DEFAULT_PREFIX),
                          ca_pem=str(obj.get("ca_pem", "")),
                          cc_signing_key=b64d(obj["cc_signing_key"], "signing key"),
-                         recipients=recipients)
+                         recipients=recipients,
+                         client_cert_pem=str(obj.get("client_cert_pem", "")),
+                         client_key_pem=str(obj.get("client_key_pem", "")))
         except (KeyError, AttributeError, TypeError) as exc:
             raise ConfigError(f"{where}: the bundle is incomplete; ask IT for a new one") from exc
         except Exception as exc:  # Rejected from b64d
@@ -87,6 +95,12 @@ class Identity:
     def fingerprint(self) -> str:
         """Fingerprint of the public key, to compare when registering."""
         return crypto.fingerprint(self.public_key)
+
+    @property
+    def client_cert(self) -> tuple[Path, Path] | None:
+        """This box's broker client certificate and key files, if enrolment brought them."""
+        cert, key = self.data_dir / "client.pem", self.data_dir / "client.key"
+        return (cert, key) if cert.exists() and key.exists() else None
 
     @property
     def ca_file(self) -> Path:
@@ -147,7 +161,15 @@ def enroll(data_dir: Path, bundle: Bundle, agent_id: str | None = None,
     _write_private_json(id_path, {"agent_id": chosen,
                                   "public_key": b64e(crypto.signing_public(private)),
                                   "enrolled_at": int(now if now is not None else time.time())})
-    _write_private_json(data_dir / "enrolment.json", bundle.to_json())
+    # The client key is a secret: it goes to its own 0600 file, not into enrolment.json.
+    public = Bundle(bundle.broker_url, bundle.topic_prefix, bundle.ca_pem,
+                    bundle.cc_signing_key, bundle.recipients)
+    _write_private_json(data_dir / "enrolment.json", public.to_json())
+    if bundle.client_cert_pem:
+        (data_dir / "client.pem").write_text(bundle.client_cert_pem, encoding="utf-8")
+        fd = os.open(data_dir / "client.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(bundle.client_key_pem)
     if bundle.ca_pem:
         (data_dir / "ca.pem").write_text(bundle.ca_pem, encoding="utf-8")
     return Identity(chosen, private, bundle, data_dir)

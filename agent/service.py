@@ -66,9 +66,12 @@ def broker_settings(config: AgentConfig, identity: Identity) -> BrokerSettings:
     """Fill empty broker fields of the config from what was pinned at enrolment."""
     b = config.broker
     ca = b.ca_file or (str(identity.ca_file) if identity.ca_file.exists() else "")
+    cert, key = b.cert_file, b.key_file
+    if not cert and identity.client_cert is not None:
+        cert, key = (str(p) for p in identity.client_cert)
     return BrokerSettings(
         addr=BrokerAddress.parse(b.url or identity.bundle.broker_url),
-        tls=TlsFiles(ca, b.cert_file, b.key_file),
+        tls=TlsFiles(ca, cert, key),
         protocol=b.protocol,
         keepalive=b.keepalive,
         prefix=b.topic_prefix or identity.bundle.topic_prefix,

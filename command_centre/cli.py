@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -56,6 +57,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     """Write the enrolment bundle that boxes enrol from."""
     home = _home(args)
     bundle = home.bundle(args.broker, args.prefix, args.recipient or None)
+    if args.agent:  # a bundle for one box, carrying its broker client certificate
+        key_pem, cert_pem = crypto.issue_cert(*home.ca(), args.agent, [])
+        bundle = replace(bundle, client_cert_pem=cert_pem.decode(),
+                         client_key_pem=key_pem.decode())
     Path(args.out).write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
     conn = {"url": args.broker, "prefix": args.prefix,
             "ca_file": str((home.path / "ca.pem").resolve()) if bundle.ca_pem else ""}
@@ -299,6 +304,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_issue_cert(args: argparse.Namespace) -> int:
+    """Issue a broker client certificate for an agent (or a Command Centre identity)."""
+    out = Path(args.out_dir or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    key, cert = _home(args).issue(out, args.agent, [])
+    print(f"certificate: {cert}\nkey:         {key}\nThe broker uses the certificate's "
+          f"name ({args.agent}) as the user name for its ACL.")
+    return 0
+
+
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     """Print the fingerprints of the Command Centre's public keys."""
     home = _home(args)
@@ -326,12 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
     b.add_argument("--recipient", action="append", help="recipients (default: all in home)")
     b.add_argument("--out", default="bundle.json", help="file to write (default %(default)s)")
+    b.add_argument("--agent", help="make the bundle for this agent id, with its own broker "
+                                   "client certificate (needed when the broker asks for one)")
     b.set_defaults(func=cmd_bundle)
     r = sub.add_parser("register", help="trust an agent's public key")
     r.add_argument("agent")
     r.add_argument("public_key")
     r.add_argument("--group", action="append", help="a group the box is in (repeat)")
     r.set_defaults(func=cmd_register)
+    ic = sub.add_parser("issue-cert", help="issue a broker client certificate from the CA")
+    ic.add_argument("agent", help="agent id (or a Command Centre name such as cc-receiver)")
+    ic.add_argument("--out-dir", help="where to write AGENT.pem and AGENT.key (default .)")
+    ic.set_defaults(func=cmd_issue_cert)
     f = sub.add_parser("fingerprint", help="show the Command Centre key fingerprints")
     f.set_defaults(func=cmd_fingerprint)
     for name, func, helptext in (("view", cmd_view, "live view: decrypt and show frames"),

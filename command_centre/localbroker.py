@@ -44,6 +44,9 @@ class LocalBroker:
     require_certificate: bool = False
     plain: bool = False
     persistence: bool = False
+    production: Path | None = None
+    """Run this production config (config/mosquitto/edge-broker.conf) with its ACL file,
+    on a free loopback port and with this broker's certificate files."""
     port: int = 0
     plain_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -58,10 +61,31 @@ class LocalBroker:
         """``mqtt://127.0.0.1:<plain_port>`` (only with ``plain``)."""
         return f"mqtt://127.0.0.1:{self.plain_port}"
 
+    def _production_config(self, template: Path) -> str:
+        acl = self.workdir / "edge-acl"
+        acl.write_text(template.with_name("edge-acl").read_text(encoding="utf-8"))
+        paths = {"cafile": self.ca_file, "certfile": self.cert_file, "keyfile": self.key_file,
+                 "acl_file": acl, "persistence_location": f"{self.workdir}/"}
+        lines = []
+        for line in template.read_text(encoding="utf-8").splitlines():
+            word = line.split(" ", 1)[0]
+            if word == "listener":
+                line = f"listener {self.port} 127.0.0.1"
+            elif word in paths:
+                line = f"{word} {paths[word]}"
+            lines.append(line)
+        lines += ["log_dest stderr", "log_type error", "log_type warning",
+                  f"user {getpass.getuser()}"]
+        return "\n".join(lines) + "\n"
+
     def write_config(self) -> Path:
         """Write mosquitto.conf into the workdir and return its path."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        if self.production is not None:
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(self._production_config(self.production), encoding="utf-8")
+            return conf
         lines = [
             "per_listener_settings false",
             "allow_anonymous true",
