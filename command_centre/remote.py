@@ -8,6 +8,7 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent.envelope import OpenedFrame, sign_message
 from agent.errors import ConfigError
@@ -29,6 +30,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if extra:
         raise ConfigError(f"{path}: {extra[0]!r} cannot be pushed; a remote config holds "
                           "only [agent] settings and [[cameras]]")
+    for i, cam in enumerate(data.get("cameras", [])):
+        source = cam.get("source") if isinstance(cam, dict) else None
+        if isinstance(source, str) and "://" in source and urlsplit(source).password:
+            raise ConfigError(f"{path}: cameras[{i}].source carries a password; camera "
+                              "passwords stay on the box, so send the URL without it (the "
+                              "box keeps its own)")
     return data
 
 

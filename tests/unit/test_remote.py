@@ -260,3 +260,15 @@ def test_another_document_with_the_applied_version_is_answered(
     rec = Recorder(local)
     manager(local, rec).offer(doc({}, version=5))
     assert rec.acks and "not newer than the applied version 5" in rec.acks[0][2]
+
+
+def test_edge_cc_refuses_to_push_a_camera_password(tmp_path: Path) -> None:
+    from agent.errors import ConfigError
+    from command_centre.remote import load_config_file
+    f = tmp_path / "c.toml"
+    f.write_text('[[cameras]]\nid = "front"\nsource = "rtsp://admin:hunter2@10.0.0.2/s"\n')
+    with pytest.raises(ConfigError, match="carries a password") as err:
+        load_config_file(f)
+    assert "hunter2" not in str(err.value)
+    f.write_text('[[cameras]]\nid = "front"\nsource = "rtsp://10.0.0.2/s"\n')
+    assert load_config_file(f)["cameras"][0]["id"] == "front"
