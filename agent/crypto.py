@@ -217,7 +217,7 @@ def make_ca(common_name: str, days: int = 3650) -> tuple[bytes, bytes]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
@@ -242,7 +242,8 @@ def issue_cert(ca_key_pem: bytes, ca_cert_pem: bytes, common_name: str, hosts: l
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise IdentityError("the CA key is not an EC key made by 'edge-cc ca'")
     key = ec.generate_private_key(ec.SECP256R1())
-    start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    # Valid from a day back: boxes without a real-time clock may run behind until NTP.
+    start = not_before or datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
                .issuer_name(ca_cert.subject).public_key(key.public_key())

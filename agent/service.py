@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
 import secrets
 import sqlite3
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 # Rejection acks answer unsigned or foreign commands too; cap them so a flood of junk
 # cannot fill the outbox.
 REJECT_ACKS_PER_MINUTE = 10
+# Messages that may follow a stored sequence mark before the next mark is written.
+SEQ_MARGIN = 1_000_000
+# A wall clock that moves this much more (or less) than the monotonic one has jumped.
+CLOCK_JUMP_S = 5.0
 
 
 class AgentState(enum.Enum):
@@ -91,9 +96,11 @@ class Agent:
         self.started = wall()
         self._wall, self._clock = wall, clock
         self._seq_lock = threading.Lock()
-        # Sequence numbers start from the wall clock in microseconds so that they keep
-        # increasing across restarts without storing anything.
-        self._seq = int(self.started * 1_000_000)
+        # Sequence numbers start from the wall clock in microseconds, and never below the
+        # mark stored by the last run: a clock set back between restarts (a Pi without a
+        # real-time clock, before NTP) must not make new messages look like old ones.
+        self._seq_file = config.data_dir / "seq"
+        self._seq = max(int(self.started * 1_000_000), self._stored_seq() + SEQ_MARGIN)
         self.broker = broker_settings(config, identity)
         self.topics = Topics(self.broker.prefix, identity.agent_id)
         self.transport = MqttTransport(
@@ -122,8 +129,7 @@ class Agent:
                                      self._streaming, self.ack, wall=wall, clock=clock)
         self._meter = RateMeter()
         self._scheduler = schedule.Scheduler()
-        self._scheduler.every(max(1, round(config.heartbeat_interval))).seconds.do(
-            self.publish_heartbeat)
+        self._reschedule(config.heartbeat_interval)
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._run_timer, name="heartbeat", daemon=True)
         self._control = threading.Thread(target=self._run_control, name="control", daemon=True)
@@ -132,6 +138,21 @@ class Agent:
         self.outbox_errors = 0
 
     # --- messages ---------------------------------------------------------------------
+
+    def _stored_seq(self) -> int:
+        try:
+            return int(self._seq_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return 0
+
+    def _store_seq(self) -> None:
+        """Remember how far the sequence got (a margin covers what follows until next time)."""
+        try:
+            tmp = self._seq_file.with_name("seq.tmp")
+            tmp.write_text(str(self._seq + SEQ_MARGIN), encoding="ascii")
+            os.replace(tmp, self._seq_file)
+        except OSError:
+            pass  # disk full: the wall clock still carries the sequence forward
 
     def next_seq(self) -> int:
         """The next sequence number for a signed message of this agent."""
@@ -221,6 +242,7 @@ class Agent:
         """Sign one heartbeat and send it durably (retained, so a new fleet view sees it)."""
         self.durable(self.topics.hb, self.heartbeat(), retain=True)
         self.heartbeats_sent += 1
+        self._store_seq()
 
     # --- commands ---------------------------------------------------------------------
 
@@ -316,9 +338,7 @@ class Agent:
         self.config = new
         logging.getLogger().setLevel(new.log_level.upper())
         self.outbox.max_bytes = new.outbox_max_mb * 2**20
-        self._scheduler.clear()
-        self._scheduler.every(max(1, round(new.heartbeat_interval))).seconds.do(
-            self.publish_heartbeat)
+        self._reschedule(new.heartbeat_interval)
         for p in keep:
             p.set_rotation(new.key_rotation)
             if not p.is_alive() and self.state is AgentState.RUNNING:
@@ -346,9 +366,24 @@ class Agent:
         self._control.start()
         self.state = AgentState.RUNNING
 
+    def _reschedule(self, interval: float) -> None:
+        self._scheduler.clear()
+        self._scheduler.every(max(1, round(interval))).seconds.do(self.publish_heartbeat)
+
     def _run_timer(self) -> None:
         self.publish_heartbeat()  # the first one at once; it waits in the outbox if need be
+        wall, mono = self._wall(), self._clock()
         while not self._stop.is_set():
+            # 'schedule' plans by the wall clock: after a jump (NTP setting a Pi's clock,
+            # someone changing the time) plan again from now, or a jump back by an hour
+            # would silence heartbeats for an hour.
+            now_wall, now_mono = self._wall(), self._clock()
+            if abs((now_wall - wall) - (now_mono - mono)) > CLOCK_JUMP_S:
+                log.warning("the system clock jumped by %+.0f s; heartbeats continue",
+                            (now_wall - wall) - (now_mono - mono))
+                self._reschedule(self.config.heartbeat_interval)
+                self.publish_heartbeat()
+            wall, mono = now_wall, now_mono
             try:
                 self._scheduler.run_pending()
             except Exception:  # a heartbeat that fails must not end the heartbeats
@@ -363,6 +398,7 @@ class Agent:
         notify(f"READY=1\nSTATUS=sharing {len(self.pipelines)} camera(s)")
         try:
             while not stop.wait(1.0):
+                self.transport.ensure_loop()
                 watchdog.tick()
         finally:
             notify("STOPPING=1")

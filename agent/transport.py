@@ -226,6 +226,15 @@ class MqttTransport:
         self._client.loop_stop()
         self.connected.clear()
 
+    def ensure_loop(self) -> bool:
+        """Restart paho's network thread if it died; return False if it had to."""
+        if self.loop_alive() or self._stopping:
+            return True
+        log.error("the MQTT network thread of %s ended; starting it again", self.addr.url)
+        self._client.loop_stop()
+        self._client.loop_start()
+        return False
+
     def loop_alive(self) -> bool:
         """True while paho's network thread runs (it reconnects by itself while it does)."""
         thread = getattr(self._client, "_thread", None)  # paho keeps no public handle
