@@ -87,7 +87,7 @@ class ConfigManager:
         except Rejected as exc:
             if "not newer than the applied" in str(exc) and self._is_applied(payload):
                 return  # our own applied config, retained: nothing to say
-            doc_id = self._doc_id(payload)
+            doc_id = self.claimed_id(payload)
             if doc_id and doc_id in self._refused():
                 return
             if doc_id:
@@ -114,7 +114,7 @@ class ConfigManager:
         self._apply(doc, cfg, new)
 
     @staticmethod
-    def _doc_id(payload: bytes) -> str:
+    def claimed_id(payload: bytes) -> str:
         try:
             body = json.loads(payload).get("body", {})
             doc_id = body.get("id") if isinstance(body, dict) else None
@@ -128,7 +128,7 @@ class ConfigManager:
             applied = json.loads(self._applied_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return bool(applied.get("id")) and applied.get("id") == self._doc_id(payload)
+        return bool(applied.get("id")) and applied.get("id") == self.claimed_id(payload)
 
     def _apply(self, doc: ConfigDoc, old: AgentConfig, new: AgentConfig) -> None:
         path = old.source_path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import queue
 import secrets
 import sqlite3
@@ -20,11 +19,11 @@ from typing import Any
 import schedule
 
 from agent.camera import CameraState, CaptureThread, OpenCVSource
+from agent.commands import Commands
 from agent.config import AgentConfig, CameraConfig
-from agent.control import Command, CommandVerifier
+from agent.control import CommandVerifier
 from agent.encode import JpegEncoder
 from agent.envelope import sign_message
-from agent.errors import Rejected
 from agent.heartbeat import RateMeter, camera_status, heartbeat_body
 from agent.identity import Identity
 from agent.monitor import HealthMonitor
@@ -32,17 +31,13 @@ from agent.outbox import Outbox, OutboxSender
 from agent.pipeline import CameraPipeline
 from agent.protocol import Topics
 from agent.reconfigure import ConfigManager
+from agent.sequence import Sequence
 from agent.sysinfo import system_status
 from agent.systemd import Watchdog, notify
 from agent.transport import BrokerAddress, MqttTransport, TlsFiles
 
 log = logging.getLogger(__name__)
 
-# Rejection acks answer unsigned or foreign commands too; cap them so a flood of junk
-# cannot fill the outbox.
-REJECT_ACKS_PER_MINUTE = 10
-# Messages that may follow a stored sequence mark before the next mark is written.
-SEQ_MARGIN = 1_000_000
 # A wall clock that moves this much more (or less) than the monotonic one has jumped.
 CLOCK_JUMP_S = 5.0
 
@@ -95,12 +90,7 @@ class Agent:
         self.session = secrets.token_hex(8)
         self.started = wall()
         self._wall, self._clock = wall, clock
-        self._seq_lock = threading.Lock()
-        # Sequence numbers start from the wall clock in microseconds, and never below the
-        # mark stored by the last run: a clock set back between restarts (a Pi without a
-        # real-time clock, before NTP) must not make new messages look like old ones.
-        self._seq_file = config.data_dir / "seq"
-        self._seq = max(int(self.started * 1_000_000), self._stored_seq() + SEQ_MARGIN)
+        self.seq = Sequence(config.data_dir / "seq", self.started)
         self.broker = broker_settings(config, identity)
         self.topics = Topics(self.broker.prefix, identity.agent_id)
         self.transport = MqttTransport(
@@ -122,8 +112,9 @@ class Agent:
                                    self.transport.connected, clock=clock)
         self.pipelines: list[CameraPipeline] = [self._pipeline(cam) for cam in config.cameras]
         self.monitor = HealthMonitor(self.pipelines, config.data_dir, self.event, clock=clock)
-        self.verifier = CommandVerifier(identity.agent_id, identity.bundle.cc_signing_key, wall,
-                                        cameras=lambda: {p.cam.id for p in self.pipelines})
+        self.commands = Commands(self, CommandVerifier(
+            identity.agent_id, identity.bundle.cc_signing_key, wall,
+            cameras=lambda: {p.cam.id for p in self.pipelines}), clock=clock)
         self.configs = ConfigManager(identity.agent_id, identity.bundle.cc_signing_key,
                                      config.data_dir, lambda: self.config, self.apply_live,
                                      self._streaming, self.ack, wall=wall, clock=clock)
@@ -133,32 +124,14 @@ class Agent:
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._run_timer, name="heartbeat", daemon=True)
         self._control = threading.Thread(target=self._run_control, name="control", daemon=True)
-        self._reject_budget: list[float] = []
         self.heartbeats_sent = 0
         self.outbox_errors = 0
 
     # --- messages ---------------------------------------------------------------------
 
-    def _stored_seq(self) -> int:
-        try:
-            return int(self._seq_file.read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            return 0
-
-    def _store_seq(self) -> None:
-        """Remember how far the sequence got (a margin covers what follows until next time)."""
-        try:
-            tmp = self._seq_file.with_name("seq.tmp")
-            tmp.write_text(str(self._seq + SEQ_MARGIN), encoding="ascii")
-            os.replace(tmp, self._seq_file)
-        except OSError:
-            pass  # disk full: the wall clock still carries the sequence forward
-
     def next_seq(self) -> int:
         """The next sequence number for a signed message of this agent."""
-        with self._seq_lock:
-            self._seq += 1
-            return self._seq
+        return self.seq.next()
 
     def sign(self, body: dict[str, Any]) -> bytes:
         """Sign a message body with the agent's key."""
@@ -242,49 +215,15 @@ class Agent:
         """Sign one heartbeat and send it durably (retained, so a new fleet view sees it)."""
         self.durable(self.topics.hb, self.heartbeat(), retain=True)
         self.heartbeats_sent += 1
-        self._store_seq()
+        self.seq.store()
 
     # --- commands ---------------------------------------------------------------------
 
-    def handle_command(self, payload: bytes) -> None:
-        """Verify and carry out one command; every outcome is acknowledged."""
-        try:
-            cmd = self.verifier.verify(payload)
-        except Rejected as exc:
-            now = self._clock()
-            self._reject_budget = [t for t in self._reject_budget if now - t < 60]
-            log.warning("command rejected: %s", exc)
-            if len(self._reject_budget) < REJECT_ACKS_PER_MINUTE:
-                self._reject_budget.append(now)
-                # The id is echoed unverified (at most 64 characters) so that whoever sent
-                # it, IT with a wrong key for example, can see what became of it.
-                claimed = ConfigManager._doc_id(payload)
-                self.ack(claimed, "", "rejected", str(exc))
-            return
-        self.run_command(cmd)
-
-    def run_command(self, cmd: Command) -> None:
-        """Carry out a verified command."""
-        pipeline = next((p for p in self.pipelines if p.cam.id == cmd.args.get("camera")), None)
-        reason = ""
-        if cmd.name == "rebirth":
-            for topic, payload in self._birth():
-                self.transport.publish(topic, payload, qos=1, retain=True)
-            self.publish_heartbeat()
-        elif pipeline is not None and not pipeline.sending:
-            self.ack(cmd.id, cmd.name, "rejected", f"camera {pipeline.cam.id} sends no video "
-                     f"({pipeline.state()[1] or 'sharing is off'})")
-            return
-        elif pipeline is not None and cmd.name == "live-start":
-            if pipeline.cam.mode == "continuous":
-                reason = "this camera is live all the time already"
-            pipeline.live_start(cmd.args["seconds"], cmd.args.get("fps"))
-        elif pipeline is not None and cmd.name == "live-stop":
-            pipeline.live_stop()
-        elif pipeline is not None and cmd.name == "snapshot":
-            pipeline.request_snapshot()
-        self.ack(cmd.id, cmd.name, "done", reason)
-        log.info("command %s (%s) done", cmd.name, cmd.id)
+    def rebirth(self) -> None:
+        """Re-send the retained state and key announcements, and a heartbeat, now."""
+        for topic, payload in self._birth():
+            self.transport.publish(topic, payload, qos=1, retain=True)
+        self.publish_heartbeat()
 
     def _run_control(self) -> None:
         while not self._stop.is_set():
@@ -294,7 +233,7 @@ class Agent:
                 msg = None
             try:
                 if msg is not None and msg.topic == self.topics.cmd and msg.payload:
-                    self.handle_command(msg.payload)
+                    self.commands.handle(msg.payload)
                 elif msg is not None and msg.topic != self.topics.cmd:
                     self.configs.offer(msg.payload)
                 self.configs.tick()
