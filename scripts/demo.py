@@ -90,9 +90,17 @@ share = [{json.dumps(STREET)}]
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        time.sleep(6)
-        fleet = subprocess.run([str(BIN / "edge-cc"), "--home", str(home.path), "fleet"],
-                               capture_output=True, text=True, timeout=30).stdout
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not stopping:
+            # Wait until the box is seen online (its first heartbeat), then show the table.
+            rows = json.loads(subprocess.run(
+                [str(BIN / "edge-cc"), "--home", str(home.path), "fleet", "--json", "--wait",
+                 "1"], capture_output=True, text=True, timeout=30).stdout or "[]")
+            if rows and rows[0]["online"] and rows[0]["cameras"]:
+                break
+        fleet = subprocess.run([str(BIN / "edge-cc"), "--home", str(home.path), "fleet",
+                                "--wait", "1"], capture_output=True, text=True,
+                               timeout=30).stdout
         print(f"""
 [demo] running. Open the live view:  http://127.0.0.1:{port}/
 [demo] decrypted frames are written to {work / 'frames'}

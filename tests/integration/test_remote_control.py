@@ -163,7 +163,13 @@ def test_on_request_sends_no_live_until_asked_and_stops_by_itself(
         ack = cc.command(key, "box-live", "live-start", args={"camera": "front", "seconds": 4})
         assert ack is not None and ack["outcome"] == "done"
         wait_for(lambda: meter.live > 0, 10, "live frames after live-start")
-        time.sleep(6)
+
+        def settled() -> bool:
+            before = meter.live
+            time.sleep(1.0)
+            return meter.live == before
+
+        wait_for(settled, 12, "live frames to stop by themselves")
         after = meter.live
         time.sleep(3)
         assert meter.live == after, "live frames kept coming after the duration ended"
