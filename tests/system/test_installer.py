@@ -118,6 +118,9 @@ def test_install_check_rerun_run_upgrade_uninstall(
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640 and conf.stat().st_uid == 0
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.stat().st_uid == uid
     assert (root / "etc/systemd/system/multi-user.target.wants/edge-agent.service").is_symlink()
+    video = next(line for line in (root / "etc" / "group").read_text().splitlines()
+                 if line.startswith("video:"))
+    assert "edge-agent" in video.split(":")[3].split(",")  # for USB cameras
 
     before = tree_state(root)
     second = in_root(root, *args)
