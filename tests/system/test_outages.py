@@ -47,6 +47,14 @@ def outbox_rows(path: Path) -> list[int]:
         db.close()
 
 
+def rows_so_far(path: Path) -> list[int]:
+    """The outbox's rows, or none while the agent is still creating it."""
+    try:
+        return outbox_rows(path) if path.exists() else []
+    except sqlite3.OperationalError:  # the file exists, its table not yet
+        return []
+
+
 def test_sigkill_with_backlog_then_restart_delivers_it(bench: Bench, clip_720p: Path,
                                                         tmp_path: Path) -> None:
     cfg = enrolled(bench, tmp_path, "box-kill", clip_720p)
@@ -54,8 +62,7 @@ def test_sigkill_with_backlog_then_restart_delivers_it(bench: Bench, clip_720p: 
     proc = agent_proc(cfg)
     outbox = tmp_path / "data" / "outbox.sqlite"
     try:
-        wait_for(lambda: outbox.exists() and len(outbox_rows(outbox)) >= 5, 30,
-                 "a backlog in the outbox")
+        wait_for(lambda: len(rows_so_far(outbox)) >= 5, 30, "a backlog in the outbox")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
