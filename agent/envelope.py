@@ -37,11 +37,6 @@ def verify_message(public: bytes, payload: bytes) -> dict[str, Any]:
     return body
 
 
-def unverified_body(payload: bytes) -> dict[str, Any]:
-    """The body of a signed message, NOT verified: only to find out who claims to sign it."""
-    return parse_envelope(payload)[0]
-
-
 def key_context(agent: str, camera: str, epoch: int) -> bytes:
     """What a wrapped content key is bound to."""
     return canonical({"agent": agent, "camera": camera, "epoch": epoch})

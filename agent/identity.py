@@ -11,7 +11,6 @@ Layout of the data dir (``/var/lib/edge-agent``)::
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from agent import crypto
 from agent.errors import ConfigError, IdentityError
+from agent.files import write_atomic
 from agent.protocol import AGENT_ID, DEFAULT_PREFIX, b64d, b64e
 
 BUNDLE_TYPE = "cctv-edge-bundle"
@@ -109,14 +109,7 @@ class Identity:
 
 
 def _write_private_json(path: Path, obj: dict[str, Any], mode: int = 0o640) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
 
 
 def read_bundle(path: Path) -> Bundle:
@@ -167,9 +160,7 @@ def enroll(data_dir: Path, bundle: Bundle, agent_id: str | None = None,
     _write_private_json(data_dir / "enrolment.json", public.to_json())
     if bundle.client_cert_pem:
         (data_dir / "client.pem").write_text(bundle.client_cert_pem, encoding="utf-8")
-        fd = os.open(data_dir / "client.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(bundle.client_key_pem)
+        write_atomic(data_dir / "client.key", bundle.client_key_pem.encode(), 0o600)
     if bundle.ca_pem:
         (data_dir / "ca.pem").write_text(bundle.ca_pem, encoding="utf-8")
     return Identity(chosen, private, bundle, data_dir)

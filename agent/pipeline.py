@@ -20,7 +20,7 @@ from agent.config import CameraConfig
 from agent.encode import Encoder
 from agent.envelope import key_announcement, seal_frame
 from agent.errors import AgentError
-from agent.privacy import ShareMask
+from agent.privacy import Frame, ShareMask
 from agent.protocol import FrameHeader, Topics
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,13 @@ class CameraPipeline(threading.Thread):
         log.info("camera %s: new key epoch %d for %s", self.cam.id, epoch_id,
                  ", ".join(sorted(self.recipients)))
 
-    def process(self, frame: object, at_wall: float) -> bytes | None:
+    def process(self, frame: Frame, at_wall: float) -> bytes | None:
         """Mask, encode and seal one frame; return the wire bytes, or None if not shareable."""
         if self.epoch is None:
             return None
         try:
-            masked = self.mask.apply(frame, crop=self.cam.crop)  # type: ignore[arg-type]
-            src_h, src_w = frame.shape[:2]  # type: ignore[attr-defined]
+            masked = self.mask.apply(frame, crop=self.cam.crop)
+            src_h, src_w = frame.shape[:2]
             roi = self.mask.bbox_for(src_w, src_h) if self.cam.crop else (0, 0, src_w, src_h)
             enc = self.encoder.encode(masked)
         except AgentError as exc:

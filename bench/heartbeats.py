@@ -124,7 +124,7 @@ def simulate(agents: int, seconds: float, interval: float) -> dict[str, float]:
             c.loop(timeout=0)
         time.sleep(0.001)
     deadline = time.monotonic() + 15
-    while sum(r.agents_seen() for r in receivers) < sent and time.monotonic() < deadline:
+    while sum(r.heartbeats for r in receivers) < sent and time.monotonic() < deadline:
         for c in clients:
             c.loop(timeout=0)
         time.sleep(0.01)
@@ -134,7 +134,7 @@ def simulate(agents: int, seconds: float, interval: float) -> dict[str, float]:
     for s in stations:
         s.stop()
     broker.stop()
-    got = [r.agents_seen() for r in receivers]
+    got = [r.heartbeats for r in receivers]
     return {"sent": sent, "received": sum(got), "split_a": got[0], "split_b": got[1],
             "rate": sent / elapsed, "p50": statistics.median(latencies),
             "p95": statistics.quantiles(latencies, n=20)[18],

@@ -20,19 +20,11 @@ from pathlib import Path
 
 from agent import crypto
 from agent.errors import ConfigError, IdentityError
+from agent.files import write_atomic
 from agent.identity import Bundle
 from agent.protocol import AGENT_ID, DEFAULT_PREFIX, b64d, b64e
 
 RECIPIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -97,7 +89,7 @@ class Home:
         key_file, cert_file = self.path / "ca.key", self.path / "ca.pem"
         if not key_file.exists():
             key_pem, cert_pem = crypto.make_ca("CCTV Command Centre CA")
-            _write_secret(key_file, key_pem)
+            write_atomic(key_file, key_pem)
             cert_file.write_bytes(cert_pem)
         return key_file.read_bytes(), cert_file.read_bytes()
 
@@ -105,7 +97,7 @@ class Home:
         """Issue a broker (``hosts`` given) or client certificate; return (key, cert) paths."""
         key_pem, cert_pem = crypto.issue_cert(*self.ca(), name, hosts)
         key_path, cert_path = out_dir / f"{name}.key", out_dir / f"{name}.pem"
-        _write_secret(key_path, key_pem)
+        write_atomic(key_path, key_pem)
         cert_path.write_bytes(cert_pem)
         return key_path, cert_path
 

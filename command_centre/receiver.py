@@ -19,7 +19,6 @@ from agent.envelope import (
     OpenedFrame,
     open_announcement,
     open_frame,
-    unverified_body,
     verify_message,
 )
 from agent.errors import AuthenticationFailed, Rejected
@@ -87,10 +86,6 @@ class Receiver:
         """Acks of one agent, by the id of the command or config they answer."""
         prefix = f"{agent}/"
         return {k[len(prefix):]: v for k, v in list(self.acks.items()) if k.startswith(prefix)}
-
-    def agents_seen(self) -> int:
-        """Heartbeats accepted so far (all agents)."""
-        return self.heartbeats
 
     def _drop(self, reason: str, agent: str, detail: str = "") -> None:
         self.dropped[reason] += 1
@@ -206,12 +201,3 @@ class Receiver:
         self.frames_ok += 1
         self._view(agent).last_seen = self._clock()
         return opened
-
-
-def unverified_agent(payload: bytes) -> str | None:
-    """Which agent a signed message claims to come from (for 'register' hints only)."""
-    try:
-        agent = unverified_body(payload).get("agent")
-    except Rejected:
-        return None
-    return agent if isinstance(agent, str) else None

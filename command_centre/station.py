@@ -12,7 +12,6 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from agent.control import command_body
 from agent.envelope import sign_message
@@ -97,8 +96,3 @@ class Station:
         self._stop.set()
         self.transport.stop()
         self._worker.join(2.0)
-
-
-def default_home() -> Path:
-    """Where edge-cc keeps its keys unless --home says otherwise."""
-    return Path("cc-home")
