@@ -8,22 +8,26 @@ leave this module: everything printable uses ``Source.display``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
+import av
+import av.error
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from agent.config import Source
+from agent.encode import video_frame_to_bgr
 from agent.errors import CameraError
 
 Frame = npt.NDArray[np.uint8]
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_MS = 8000
 READ_TIMEOUT_MS = 8000
+IDLE_SAMPLE_INTERVAL = 0.5
+"""Seconds between pictures a USB camera converts while nobody watches."""
 
 
 class CameraState(enum.Enum):
@@ -45,6 +51,18 @@ class CameraState(enum.Enum):
     STOPPED = "stopped"
 
 
+class Skipped:
+    """What ``read`` returns when the camera sent data but no picture was decoded."""
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED = Skipped()
+Read = Frame | Skipped | None
+"""A picture; SKIPPED (the stream is alive, nothing decoded); None (stream failed or ended)."""
+
+
 class FrameSource(Protocol):
     """What a capture thread needs from a camera."""
 
@@ -54,8 +72,12 @@ class FrameSource(Protocol):
         """Connect; raise CameraError with a one-sentence reason on failure."""
         ...
 
-    def read(self) -> Frame | None:
-        """Return the next frame, or None when the stream failed or ended."""
+    def read(self, decode_all: bool = True) -> Read:
+        """Return the next picture, SKIPPED or None (see :data:`Read`).
+
+        With ``decode_all`` False the source may decode only some pictures (keyframes):
+        that is how an idle box avoids decoding every frame of a stream nobody watches.
+        """
         ...
 
     def close(self) -> None:
@@ -94,6 +116,7 @@ class OpenCVSource:
         self._clock = clock
         self._interval = 0.0
         self._next = 0.0
+        self._retrieved_at = 0.0
 
     def open(self) -> None:
         """Open the source. Raises CameraError naming the camera (password removed)."""
@@ -125,11 +148,22 @@ class OpenCVSource:
             self._next = self._clock()
         self._cap = cap
 
-    def read(self) -> Frame | None:
-        """Read the next frame; files rewind at their end."""
+    def read(self, decode_all: bool = True) -> Read:
+        """Read the next frame; files rewind at their end. USB cameras deliver raw or MJPEG
+        pictures: while idle only two a second are converted (the rest are grabbed and
+        dropped, so the driver's queue never goes stale)."""
         cap = self._cap
         if cap is None:
             return None
+        if not decode_all and self.source.kind == "usb":
+            if not cap.grab():
+                return None
+            now = self._clock()
+            if now - self._retrieved_at < IDLE_SAMPLE_INTERVAL:
+                return SKIPPED
+            self._retrieved_at = now
+            ok, frame = cap.retrieve()
+            return cast(Frame, frame) if ok and frame is not None else None
         if self._interval:
             delay = self._next - self._clock()
             if delay > 0:
@@ -150,11 +184,146 @@ class OpenCVSource:
             self._cap = None
 
 
+class AvSource:
+    """RTSP or a video file via PyAV (FFmpeg). Files loop forever, paced at their frame rate.
+
+    Every packet is read (that is cheap: bytes off the socket), but pictures are decoded
+    only when asked: with ``decode_all`` False only keyframes are decoded, which is what
+    keeps an idle box cool. Non-keyframes depend on the frames before them, so after
+    decoding has been skipped it resumes at the next keyframe, never mid-chain (no
+    smeared pictures).
+    """
+
+    def __init__(self, source: Source, clock: Callable[[], float] = time.monotonic,
+                 name: str = "") -> None:
+        self.source = source
+        self.display = f"{name} ({source.display})" if name else source.display
+        self._clock = clock
+        self._container: av.container.InputContainer | None = None
+        self._stream: av.VideoStream | None = None
+        self._packets: Iterator[av.Packet[Any]] | None = None
+        self._synced = False
+        self._interval = 0.0
+        self._next = 0.0
+
+    def _fail(self, exc: BaseException) -> CameraError:
+        # FFmpeg's messages quote the URL, password and all: only the kind of error is used.
+        if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+            why = ("the camera refused the user name or password; check them in the "
+                   "camera's address")
+        elif isinstance(exc, av.error.HTTPNotFoundError):
+            why = ("the camera has no stream at that path; check the path in the address "
+                   "(edge-agent find-camera lists the ones it offers)")
+        elif isinstance(exc, av.error.ExitError | TimeoutError):
+            why = "the stream did not start in time; check the camera and the network"
+        elif isinstance(exc, FileNotFoundError):
+            why = "the file does not exist; check the path"
+        elif isinstance(exc, av.error.InvalidDataError):
+            why = "what it sends is not a video this box can read; check the source"
+        else:
+            why = (f"the stream could not be opened ({exc.__class__.__name__}); check the "
+                   "stream path, user name and password")
+        return CameraError(f"camera {self.display}: {why}")
+
+    def open(self) -> None:
+        """Open the source. Raises CameraError naming the camera (password removed)."""
+        src = self.source
+        options: dict[str, str] = {}
+        if src.kind == "rtsp":
+            reason = _probe_tcp(src.location)
+            if reason:
+                raise CameraError(f"camera {self.display}: {reason}; check the address and "
+                                  "that the camera is powered and on the network")
+            options = {"rtsp_transport": "tcp"}
+        try:
+            container = av.open(src.location, options=options,
+                                timeout=(OPEN_TIMEOUT_MS / 1000, READ_TIMEOUT_MS / 1000))
+        except Exception as exc:
+            raise self._fail(exc) from None
+        if not container.streams.video:
+            container.close()
+            raise CameraError(f"camera {self.display}: the stream has no video; check the "
+                              "stream path")
+        stream = container.streams.video[0]
+        # Slice threads add no delay; frame threads would hold pictures back (latency).
+        stream.thread_type = "SLICE"
+        self._container, self._stream = container, stream
+        self._packets = container.demux(stream)
+        self._synced = False
+        if src.kind == "file":
+            rate = float(stream.average_rate or 0)
+            self._interval = 1.0 / rate if 0 < rate < 120 else 0.1
+            self._next = self._clock()
+
+    def _next_packet(self) -> av.Packet[Any] | None:
+        assert self._container is not None and self._packets is not None  # noqa: S101
+        for _attempt in range(2):
+            packet = next(self._packets, None)
+            if packet is not None and packet.size:
+                return packet
+            if self.source.kind != "file":
+                return None
+            self._container.seek(0)  # a file loops: back to its first keyframe
+            assert self._stream is not None  # noqa: S101
+            self._stream.codec_context.flush_buffers()
+            self._packets = self._container.demux(self._stream)
+            self._synced = False
+        return None
+
+    def read(self, decode_all: bool = True) -> Read:
+        """Read one packet; decode it if it is a keyframe, or if ``decode_all``."""
+        if self._container is None or self._stream is None:
+            return None
+        if self._interval:
+            delay = self._next - self._clock()
+            if delay > 0:
+                time.sleep(delay)
+            self._next = max(self._next + self._interval, self._clock() - self._interval)
+        try:
+            packet = self._next_packet()
+        except (av.error.FFmpegError, OSError):
+            return None
+        if packet is None:
+            return None
+        if packet.is_keyframe:
+            self._synced = True
+        elif not (decode_all and self._synced):
+            self._synced = False
+            return SKIPPED
+        try:
+            frames = self._stream.codec_context.decode(packet)
+        except (av.error.FFmpegError, ValueError):
+            self._synced = False  # a damaged picture: wait for the next keyframe
+            return SKIPPED
+        if not frames:
+            return SKIPPED
+        return video_frame_to_bgr(frames[-1])
+
+    def close(self) -> None:
+        """Close the stream."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+        self._container = self._stream = self._packets = None
+
+
+def make_source(source: Source, name: str = "",
+                clock: Callable[[], float] = time.monotonic) -> FrameSource:
+    """The right reader for a source: PyAV for RTSP and files, OpenCV (V4L2) for USB."""
+    if source.kind == "usb":
+        return OpenCVSource(source, clock=clock, name=name)
+    return AvSource(source, clock=clock, name=name)
+
+
 @dataclass
 class CaptureStats:
     """Counters a capture thread keeps for the heartbeat (read without locking: ints)."""
 
     frames_in: int = 0
+    """Pictures decoded."""
+    packets_in: int = 0
+    """Pictures the camera sent (decoded or not): the camera's own frame rate."""
+    last_packet_at: float = 0.0
     reconnects: int = 0
     width: int = 0
     height: int = 0
@@ -222,6 +391,8 @@ class CaptureThread(threading.Thread):
         self.latest = LatestFrame()
         self.stats = CaptureStats()
         self.heartbeat_at = clock()
+        self.decode_all = False
+        """True while someone needs every picture (a live view); else keyframes suffice."""
         self._clock = clock
         self._stop_event = threading.Event()
         self._backoff = backoff or Backoff()
@@ -234,10 +405,14 @@ class CaptureThread(threading.Thread):
         stats = self.stats
         while not self._stop_event.is_set():
             self.heartbeat_at = self._clock()
-            frame = self.source.read()
+            frame = self.source.read(self.decode_all)
             if frame is None:
                 return
             now = self._clock()
+            stats.packets_in += 1
+            stats.last_packet_at = now
+            if isinstance(frame, Skipped):
+                continue
             stats.frames_in += 1
             stats.height, stats.width = frame.shape[:2]
             stats.last_frame_at = now

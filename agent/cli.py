@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from agent import __version__, config, identity, rtspprobe
-from agent.camera import OpenCVSource
+from agent.camera import Skipped, make_source
 from agent.config import AgentConfig, CameraConfig
 from agent.encode import JpegEncoder
 from agent.errors import AgentError, CameraError, Rejected
@@ -90,13 +90,15 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _grab(cam: CameraConfig, timeout: float = 15.0) -> object:
     """Open a camera once and return one frame (raises CameraError)."""
-    src = OpenCVSource(cam.source, name=cam.id)
+    src = make_source(cam.source, name=cam.id)
     src.open()
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            frame = src.read()
-            if frame is not None:
+            frame = src.read(decode_all=False)  # the first keyframe will do
+            if frame is None:
+                break
+            if not isinstance(frame, Skipped):
                 return frame
         raise CameraError(f"camera {cam.source.display}: opened but sent no picture within "
                           f"{timeout:.0f} s; check the stream path")

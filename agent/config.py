@@ -22,6 +22,8 @@ MODES = ("on-request", "continuous", "off")
 GROUP = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PROTOCOLS = ("5", "3.1.1")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LIVE_CODECS = ("h264", "jpeg")
+H264_ENCODERS = ("auto", "software")
 
 
 def _check_range(path: str, value: object, lo: float, hi: float, kind: type = float) -> float:
@@ -100,6 +102,9 @@ class CameraConfig:
     jpeg_quality: int = 80
     max_width: int = 1920
     crop: bool = True
+    live_codec: str = "h264"
+    """h264 (a few Mbit/s at 4 MP) or jpeg (every frame a picture; many times the bytes)."""
+    h264_quality: int = 70
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,9 @@ class AgentConfig:
     outbox_max_mb: int = 32
     groups: tuple[str, ...] = ()
     rollback_after: float = 30.0
+    max_upload_kbps: int = 0
+    """Upload cap shared by all cameras, in kbit/s (0 = none)."""
+    h264_encoder: str = "auto"
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     cameras: tuple[CameraConfig, ...] = ()
     version: int = 0
@@ -167,7 +175,7 @@ def _parse_camera(i: int, raw: object) -> CameraConfig:
     path = f"cameras[{i}]"
     t = _table(path, raw)
     _unknown(path, t, {"id", "source", "share", "mode", "fps", "jpeg_quality", "max_width",
-                       "crop", "snapshot_interval"})
+                       "crop", "snapshot_interval", "live_codec", "h264_quality"})
     if "id" not in t:
         raise ConfigError(f"{path}.id: missing; expected a short name like \"front\"")
     cam_id = _check_str(f"{path}.id", t["id"])
@@ -195,6 +203,9 @@ def _parse_camera(i: int, raw: object) -> CameraConfig:
                                       int)),
         max_width=int(_check_range(f"{path}.max_width", t.get("max_width", 1920), 0, 8192, int)),
         crop=crop,
+        live_codec=_check_choice(f"{path}.live_codec", t.get("live_codec", "h264"), LIVE_CODECS),
+        h264_quality=int(_check_range(f"{path}.h264_quality", t.get("h264_quality", 70), 10,
+                                      95, int)),
     )
 
 
@@ -231,7 +242,8 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
     _unknown("", data, {"agent", "broker", "cameras", "version"})
     agent = _table("agent", data.get("agent", {}))
     _unknown("agent", agent, {"data_dir", "heartbeat_interval", "key_rotation", "log_level",
-                              "outbox_max_mb", "groups", "rollback_after"})
+                              "outbox_max_mb", "groups", "rollback_after", "max_upload_kbps",
+                              "h264_encoder"})
     groups = agent.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) and GROUP.match(g)
                                                for g in groups):
@@ -260,6 +272,10 @@ def parse(data: dict[str, Any], source_path: Path | None = None) -> AgentConfig:
         groups=tuple(groups),
         rollback_after=_check_range("agent.rollback_after", agent.get("rollback_after", 30),
                                     5, 600),
+        max_upload_kbps=int(_check_range("agent.max_upload_kbps",
+                                         agent.get("max_upload_kbps", 0), 0, 1_000_000, int)),
+        h264_encoder=_check_choice("agent.h264_encoder", agent.get("h264_encoder", "auto"),
+                                   H264_ENCODERS),
         broker=_parse_broker(data.get("broker", {})),
         cameras=cameras,
         version=int(_check_range("version", data.get("version", 0), 0, 2**53, int)),

@@ -38,7 +38,7 @@ def camera_status(p: CameraPipeline, meter: RateMeter, now: float) -> dict[str, 
     """One camera's part of the heartbeat."""
     stats = p.capture.stats
     state, reason = p.state()
-    fps_in, fps_out = meter.rates(p.cam.id, now, stats.frames_in, p.frames_out)
+    fps_in, fps_out = meter.rates(p.cam.id, now, stats.packets_in, p.frames_out)
     w, h = stats.width, stats.height
     return {
         "id": p.cam.id,
@@ -54,6 +54,10 @@ def camera_status(p: CameraPipeline, meter: RateMeter, now: float) -> dict[str, 
         "reconnects_1h": sum(1 for t in stats.reconnect_times if now - t < 3600),
         "epoch": p.epoch.id if p.epoch else None,
         "withheld": p.mask_failures,
+        "encoder": p.encoder.name,
+        "decode": "all" if p.capture.decode_all else "keyframes",
+        "kbps_out": round(p.sent.bps() / 1000),
+        "held_back": p.held_back,
     }
 
 

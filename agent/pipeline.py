@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import crypto
+from agent.bandwidth import LIVE, SNAPSHOT, Bandwidth, RateWindow
 from agent.camera import CameraState, CaptureThread
 from agent.config import CameraConfig
-from agent.encode import Encoder
+from agent.encode import Encoder, H264Encoder, JpegEncoder
 from agent.envelope import key_announcement, seal_frame
 from agent.errors import AgentError
 from agent.privacy import Frame, ShareMask
@@ -40,19 +41,37 @@ class Epoch:
     seq: int = 0
 
 
+ADAPT_EVERY = 5.0
+"""Seconds between adjustments of the live encoder to the upload cap."""
+
+
 class CameraPipeline(threading.Thread):
-    """Takes the newest frame at most ``fps`` times a second and sends it out masked."""
+    """Takes the newest frame at most ``fps`` times a second and sends it out masked.
+
+    Live video uses ``encoder`` (H.264 or JPEG); snapshots always ``snapshot_encoder``
+    (JPEG). While nobody watches, the capture thread is told to decode keyframes only.
+    """
 
     def __init__(self, cam: CameraConfig, capture: CaptureThread, encoder: Encoder,
                  topics: Topics, recipients: dict[str, bytes], publish: Publish, sign: Sign,
                  next_seq: Callable[[], int], key_rotation: float,
                  wall: Callable[[], float] = time.time,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 snapshot_encoder: Encoder | None = None,
+                 bandwidth: Bandwidth | None = None) -> None:
         super().__init__(name=f"pipeline-{cam.id}", daemon=True)
         self.cam = cam
         self.capture = capture
         self.mask = ShareMask(cam.share)
         self.encoder = encoder
+        self.snapshot_encoder = snapshot_encoder or JpegEncoder(cam.jpeg_quality, cam.max_width)
+        self.bandwidth = bandwidth or Bandwidth(0, clock=clock)
+        self.sent = RateWindow(clock=clock)
+        """Bytes this camera sent (live and snapshots), for the heartbeat's bitrate."""
+        self.held_back = 0
+        self._avg_frame = 0.0
+        self._adapted_at = 0.0
+        self._tries = self._skips = 0
         self.topics = topics
         self.recipients = recipients
         self.frames_out = 0
@@ -84,7 +103,7 @@ class CameraPipeline(threading.Thread):
         stalled, offline); one that does, but may not share, as ``off`` or ``masked-off``.
         """
         stats = self.capture.stats
-        if stats.state is CameraState.STREAMING and self._clock() - stats.last_frame_at > 5:
+        if stats.state is CameraState.STREAMING and self._clock() - stats.last_packet_at > 5:
             return CameraState.STALLED, "no new frame for more than 5 s"
         if stats.state is not CameraState.STREAMING:
             return stats.state, stats.last_error
@@ -113,6 +132,10 @@ class CameraPipeline(threading.Thread):
         """Send live frames for ``seconds`` (on-request mode); then stop by itself."""
         self.live_until = self._clock() + seconds
         self.live_fps = fps or self.cam.fps
+        self.capture.decode_all = self.live
+        if isinstance(self.encoder, H264Encoder):
+            self.encoder.tune(fps=self.live_fps)
+            self.encoder.request_keyframe()  # a new viewer gets a picture at once
         self._wake.set()
 
     def live_stop(self) -> None:
@@ -138,23 +161,29 @@ class CameraPipeline(threading.Thread):
         body = key_announcement(self.topics.agent, self.cam.id, epoch_id, key, self.recipients,
                                 wall_ms, self._next_seq())
         self.epoch = Epoch(epoch_id, key, crypto.FrameSealer(key), self._clock())
+        if isinstance(self.encoder, H264Encoder):
+            self.encoder.request_keyframe()  # a new key: viewers restart at a keyframe
         self.announcement = self._sign(body)
         self._publish(self.topics.keys(self.cam.id), self.announcement, 1, True)
         log.info("camera %s: new key epoch %d for %s", self.cam.id, epoch_id,
                  ", ".join(sorted(self.recipients)))
 
-    def process(self, frame: Frame, at_wall: float) -> bytes | None:
-        """Mask, encode and seal one frame; return the wire bytes, or None if not shareable."""
+    def process(self, frame: Frame, at_wall: float,
+                encoder: Encoder | None = None) -> bytes | None:
+        """Mask, encode and seal one frame; return the wire bytes, or None if not shareable
+        (or the encoder holds the picture back for now)."""
         if self.epoch is None:
             return None
         try:
             masked = self.mask.apply(frame, crop=self.cam.crop)
             src_h, src_w = frame.shape[:2]
             roi = self.mask.bbox_for(src_w, src_h) if self.cam.crop else (0, 0, src_w, src_h)
-            enc = self.encoder.encode(masked)
+            enc = (encoder or self.encoder).encode(masked)
         except AgentError as exc:
             self.mask_failures += 1
             self._log_once(f"mask:{exc}", f"{exc}; video from this camera is withheld")
+            return None
+        if enc is None:
             return None
         epoch = self.epoch
         epoch.seq += 1
@@ -170,6 +199,58 @@ class CameraPipeline(threading.Thread):
         return (self.cam.mode == "on-request" and self.cam.snapshot_interval > 0
                 and self._clock() >= next_snap)
 
+    def _adapt(self) -> None:
+        """Fit live video to the upload cap: H.264 gets a bit-rate ceiling (quality drops,
+        frame rate holds); JPEG lowers its quality while frames are being held back."""
+        now = self._clock()
+        if now - self._adapted_at < ADAPT_EVERY:
+            return
+        self._adapted_at = now
+        if isinstance(self.encoder, H264Encoder):
+            self.encoder.tune(max_bitrate=self.bandwidth.live_share_bps())
+        elif isinstance(self.encoder, JpegEncoder) and self._tries:
+            ratio = self._skips / self._tries
+            if ratio > 0.3:
+                self.encoder.tune(max(30, self.encoder.quality - 10))
+            elif ratio == 0:
+                self.encoder.tune(min(self.cam.jpeg_quality, self.encoder.quality + 5))
+        self._tries = self._skips = 0
+
+    def _send_live(self, frame: Frame, at_wall: float) -> None:
+        self._adapt()
+        self._tries += 1
+        if not self.bandwidth.allow(int(self._avg_frame), LIVE):
+            self._skips += 1
+            self.held_back += 1  # over the cap: a lower frame rate, not a queue
+            return
+        payload = self.process(frame, at_wall)
+        if payload is None:
+            return
+        self._avg_frame = len(payload) if not self._avg_frame else (
+            0.8 * self._avg_frame + 0.2 * len(payload))
+        if self._publish(self.topics.live(self.cam.id), payload, 0, False):
+            self.frames_out += 1
+            self.sent.add(len(payload))
+        elif isinstance(self.encoder, H264Encoder):
+            self.encoder.request_keyframe()  # the chain broke: restart it for the viewers
+
+    def _send_snapshot(self, frame: Frame, at_wall: float) -> bool:
+        """Send one snapshot; False if the upload cap says not yet (it stays due)."""
+        if not self.bandwidth.allow(0, SNAPSHOT):
+            return False
+        payload = self.process(frame, at_wall, self.snapshot_encoder)
+        if payload is not None and self._publish(self.topics.snap(self.cam.id), payload, 1,
+                                                 False):
+            self.snapshots_out += 1
+            self.sent.add(len(payload))
+        return True
+
+    def _went_idle(self) -> None:
+        self.capture.decode_all = False
+        self.bandwidth.live_stopped(self.cam.id)
+        if isinstance(self.encoder, H264Encoder):
+            self.encoder.close()  # frees its picture buffers; the next view starts afresh
+
     def run(self) -> None:
         if not self.sending:
             reason = ("sharing is off" if self.cam.mode == "off"
@@ -177,12 +258,20 @@ class CameraPipeline(threading.Thread):
             self._log_once("off", f"no video will be sent ({reason})")
             return
         seen = 0
+        was_live = False
         next_live = next_snap = self._clock()  # the first snapshot as soon as there is a frame
         while not self._stop_event.is_set():
             self.heartbeat_at = now = self._clock()
             if self.epoch is None or now - self.epoch.started >= self._rotation:
                 self.rotate()
             live, snap = self.live, self._snapshot_due(next_snap)
+            if live != was_live:
+                was_live = live
+                if live:
+                    self.capture.decode_all = True
+                    self.bandwidth.live_started(self.cam.id)
+                else:
+                    self._went_idle()
             if not live and not snap:
                 # Idle: nobody watches and no snapshot is due; commands wake us.
                 wait = 1.0 if self.cam.mode != "on-request" or not self.cam.snapshot_interval \
@@ -193,19 +282,15 @@ class CameraPipeline(threading.Thread):
             got = self.capture.latest.get_newer(seen, timeout=1.0)
             if got is None:
                 continue
-            seen, frame, _at = got
-            if snap:
+            seen, frame, at = got
+            at_wall = self._wall() - max(0.0, self._clock() - at)  # when it was captured
+            if snap and self._send_snapshot(frame, at_wall):
                 self._snap_requested.clear()
                 next_snap = self._clock() + (self.cam.snapshot_interval or 86400)
-                payload = self.process(frame, self._wall())
-                if payload is not None and self._publish(self.topics.snap(self.cam.id),
-                                                         payload, 1, False):
-                    self.snapshots_out += 1
             if live:
-                payload = self.process(frame, self._wall())
-                if payload is not None and self._publish(self.topics.live(self.cam.id),
-                                                         payload, 0, False):
-                    self.frames_out += 1
+                self._send_live(frame, at_wall)
                 next_live = max(next_live + 1.0 / self.live_fps, self._clock())
                 self._wake.wait(max(0.0, next_live - self._clock()))
                 self._wake.clear()
+        if was_live:
+            self._went_idle()

@@ -18,11 +18,12 @@ from typing import Any
 
 import schedule
 
-from agent.camera import CameraState, CaptureThread, OpenCVSource
+from agent.bandwidth import Bandwidth
+from agent.camera import CameraState, CaptureThread, make_source
 from agent.commands import Commands
 from agent.config import AgentConfig, CameraConfig
 from agent.control import CommandVerifier
-from agent.encode import JpegEncoder
+from agent.encode import Encoder, H264Encoder, JpegEncoder
 from agent.envelope import sign_message
 from agent.heartbeat import RateMeter, camera_status, heartbeat_body
 from agent.identity import Identity
@@ -93,6 +94,7 @@ class Agent:
         self.seq = Sequence(config.data_dir / "seq", self.started)
         self.broker = broker_settings(config, identity)
         self.topics = Topics(self.broker.prefix, identity.agent_id)
+        self.bandwidth = Bandwidth(config.max_upload_kbps, clock=clock)
         self.transport = MqttTransport(
             self.broker.addr, client_id=f"edge-{identity.agent_id}", tls=self.broker.tls,
             protocol=self.broker.protocol, keepalive=self.broker.keepalive,
@@ -100,6 +102,7 @@ class Agent:
             birth=self._birth,
             subscriptions=(self.topics.cmd, self.topics.config,
                            *(self.topics.group_config(g) for g in config.groups)),
+            on_sent=self.bandwidth.spend,
         )
         try:
             self.outbox = Outbox(config.data_dir / "outbox.sqlite", config.outbox_max_mb * 2**20)
@@ -202,7 +205,7 @@ class Agent:
                 "backlog": backlog, "backlog_bytes": backlog_bytes,
                 "dropped": self.outbox.dropped,
                 "live_dropped": t.dropped_offline + t.dropped_backlog,
-                "outbox_errors": self.outbox_errors}
+                "outbox_errors": self.outbox_errors, **self.bandwidth.status()}
         body = heartbeat_body(self.identity.agent_id, self.next_seq(), self.session,
                               self.started, self.config.version, cams,
                               self.config.heartbeat_interval, wall=self._wall())
@@ -243,12 +246,16 @@ class Agent:
     # --- live reconfiguration ---------------------------------------------------------
 
     def _pipeline(self, cam: CameraConfig) -> CameraPipeline:
-        capture = CaptureThread(cam.id, OpenCVSource(cam.source, name=cam.id),
+        capture = CaptureThread(cam.id, make_source(cam.source, name=cam.id, clock=self._clock),
                                 clock=self._clock)
-        return CameraPipeline(cam, capture, JpegEncoder(cam.jpeg_quality, cam.max_width),
-                              self.topics, self.identity.bundle.recipients, self._publish,
-                              self.sign, self.next_seq, self.config.key_rotation,
-                              wall=self._wall, clock=self._clock)
+        live: Encoder = JpegEncoder(cam.jpeg_quality, cam.max_width)
+        if cam.live_codec == "h264":
+            live = H264Encoder(cam.fps, cam.h264_quality, cam.max_width,
+                               encoder=self.config.h264_encoder,
+                               max_bitrate=self.bandwidth.live_share_bps())
+        return CameraPipeline(cam, capture, live, self.topics, self.identity.bundle.recipients,
+                              self._publish, self.sign, self.next_seq, self.config.key_rotation,
+                              wall=self._wall, clock=self._clock, bandwidth=self.bandwidth)
 
     def _streaming(self, camera: str) -> bool:
         p = next((p for p in self.pipelines if p.cam.id == camera), None)
@@ -261,9 +268,12 @@ class Agent:
         """
         old_cams = {p.cam.id: p for p in self.pipelines}
         keep, changed, stopping = [], [], []
+        if new.max_upload_kbps != self.config.max_upload_kbps:
+            self.bandwidth.set_cap(new.max_upload_kbps)
+        encoder_changed = new.h264_encoder != self.config.h264_encoder
         for cam in new.cameras:
             p = old_cams.pop(cam.id, None)
-            if p is not None and p.cam == cam:
+            if p is not None and p.cam == cam and not encoder_changed:
                 keep.append(p)
                 continue
             if p is not None:

@@ -33,6 +33,8 @@ QUEUED_LIMIT = 1000
 # Live frames (QoS 0) waiting for the socket: beyond this many bytes new frames are dropped
 # (and counted) rather than queued, so a slow uplink never grows memory.
 PENDING_LIVE_BYTES = 8 * 1024 * 1024
+MQTT_OVERHEAD = 8
+"""Bytes of MQTT framing per message, counted on top of topic and payload (approximate)."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,10 @@ class MqttTransport:
                  keepalive: int = 30, will: tuple[str, bytes] | None = None,
                  birth: Callable[[], list[tuple[str, bytes]]] | None = None,
                  subscriptions: tuple[str, ...] = (), inbox_limit: int = INBOX_LIMIT,
-                 session_expiry: int = 0) -> None:
+                 session_expiry: int = 0, on_sent: Callable[[int], None] | None = None) -> None:
         self.addr = addr
+        self.on_sent = on_sent
+        """Told the size of every message handed to the connection (the upload cap)."""
         self.subscriptions = subscriptions
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=inbox_limit)
         self.connected = threading.Event()
@@ -268,8 +272,13 @@ class MqttTransport:
             with self._pending_lock:
                 self._pending.append((info, len(payload)))
                 self.pending_live_bytes += len(payload)
-        self.bytes_sent += len(payload)
+        self._sent(topic, payload)
         return True
+
+    def _sent(self, topic: str, payload: bytes) -> None:
+        self.bytes_sent += len(payload)
+        if self.on_sent is not None:
+            self.on_sent(len(topic) + len(payload) + MQTT_OVERHEAD)
 
     def publish_durable(self, topic: str, payload: bytes,
                         retain: bool = False) -> mqtt.MQTTMessageInfo | None:
@@ -281,7 +290,7 @@ class MqttTransport:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             return None
-        self.bytes_sent += len(payload)
+        self._sent(topic, payload)
         return info
 
     def subscribe(self, topic: str, qos: int = 1) -> None:

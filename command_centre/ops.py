@@ -19,7 +19,7 @@ from command_centre import remote
 from command_centre.keys import Home, Registry
 from command_centre.receiver import Receiver
 from command_centre.station import OWN_KINDS, SHARED_KINDS, Connection, Station
-from command_centre.viewer import FolderWriter, FrameStore, serve, serve_metrics
+from command_centre.viewer import FolderWriter, FrameStore, Pictures, serve, serve_metrics
 
 CONNECTION_FILE = "connection.json"
 
@@ -71,10 +71,14 @@ def cmd_view(args: argparse.Namespace) -> int:
     store = FrameStore()
     writer = FolderWriter(Path(args.out), args.keep) if args.out else None
 
+    pictures = Pictures() if args.port >= 0 else None  # decode H.264 only to show it
+
     def on_frame(frame: Any) -> None:
-        store.put(frame)
         if writer is not None:
             writer.put(frame)
+        picture = pictures.to_jpeg(frame) if pictures is not None else None
+        if picture is not None:
+            store.put(picture)
 
     station, registry = _station(args, on_frame)
     if not station.start(wait=10):

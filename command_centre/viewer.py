@@ -1,4 +1,9 @@
-"""Show decrypted frames: a live MJPEG page on 127.0.0.1 and/or JPEG files in a folder."""
+"""Show decrypted frames: a live MJPEG page on 127.0.0.1 and/or files in a folder.
+
+H.264 live video is decoded here (PyAV) and shown as JPEG pictures in the browser; the
+folder keeps it as H.264 (one ``.h264`` file per camera and key epoch, playable by any
+player) and JPEG frames as ``.jpg`` files.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,61 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from agent.encode import Frame, H264Decoder, JpegEncoder, decode_jpeg
+from agent.errors import EncodeError
 from agent.envelope import OpenedFrame
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = b"edgeccframe"
+
+
+class Pictures:
+    """Turns decrypted frames into pictures a browser shows: JPEG passes through, H.264 is
+    decoded per camera (from a keyframe; after a lost frame, from the next keyframe)."""
+
+    def __init__(self, quality: int = 85) -> None:
+        self._decoders: dict[str, tuple[H264Decoder, int, int]] = {}
+        self._jpeg = JpegEncoder(quality)
+        self.decoded = 0
+        self.decoded_at: dict[str, float] = {}
+        """Wall time at which the newest picture of each camera was decoded (latency)."""
+
+    def decode(self, frame: OpenedFrame) -> Frame | None:
+        """The frame's picture (BGR), or None (waiting for a keyframe, undecodable)."""
+        h = frame.header
+        if h.codec == "jpeg":
+            try:
+                return decode_jpeg(frame.data)
+            except EncodeError:
+                return None
+        if h.codec != "h264":
+            return None
+        name = f"{h.agent}/{h.camera}"
+        decoder, epoch, seq = self._decoders.get(name) or (H264Decoder(), 0, 0)
+        follows = (h.epoch == epoch and h.seq == seq + 1) or (h.epoch != epoch and h.seq == 1)
+        picture = decoder.decode(frame.data, h.keyframe, follows=follows)
+        self._decoders[name] = (decoder, h.epoch, h.seq)
+        if picture is not None:
+            self.decoded += 1
+            self.decoded_at[name] = time.time()
+        return picture
+
+    def to_jpeg(self, frame: OpenedFrame) -> OpenedFrame | None:
+        """The frame as a JPEG picture, or None (waiting for a keyframe, undecodable)."""
+        if frame.header.codec == "jpeg":
+            return frame
+        picture = self.decode(frame)
+        if picture is None:
+            return None
+        return OpenedFrame(replace(frame.header, codec="jpeg", keyframe=True),
+                           self._jpeg.encode(picture).data)
 
 
 class FrameStore:
@@ -58,6 +108,11 @@ class FolderWriter:
         h = frame.header
         folder = self.root / h.agent / h.camera
         folder.mkdir(parents=True, exist_ok=True)
+        if h.codec == "h264":
+            with (folder / f"{h.epoch}.h264").open("ab") as out:
+                out.write(frame.data)
+            self.written += 1
+            return
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(h.ts_ms / 1000))
         path = folder / f"{stamp}.{h.ts_ms % 1000:03d}Z-{h.epoch}-{h.seq:06d}.jpg"
         path.write_bytes(frame.data)

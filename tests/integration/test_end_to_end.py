@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import config
 from agent.encode import decode_jpeg
 from agent.service import Agent
+from command_centre.viewer import Pictures
 from conftest import LIVE, Bench, RtspServer, write_agent_config
 from helpers import PREFIX, Collector, station, wait_for
 
@@ -47,7 +48,7 @@ def test_4mp_rtsp_arrives_masked_and_only_for_recipients(
     cfg = config.load(write_agent_config(tmp_path / "agent.toml", tmp_path / "data", [
         {"id": "front", "source": rtsp_4mp.url(), **LIVE, "crop": False,
          "max_width": 1280, "fps": 3},
-        {"id": "side", "source": str(clip_720p), **LIVE, "fps": 2},
+        {"id": "side", "source": str(clip_720p), **LIVE, "fps": 2, "live_codec": "jpeg"},
         {"id": "lobby", "source": str(clip_720p)},  # no share region: nothing may leave
     ]))
     cc_frames, police_frames, outsider_frames = Collector(), Collector(), Collector()
@@ -83,11 +84,19 @@ def test_4mp_rtsp_arrives_masked_and_only_for_recipients(
     assert "no share region" in str(cams["lobby"]["reason"])
     assert cc.receiver.agents["box-e2e"].state in ("online", "offline")
 
-    # Masked: above the street is black, the street has the picture.
-    frame = cc_frames.frames["front"][-1]
+    # Masked: above the street is black, the street has the picture. Live video is H.264
+    # by default (decoded as the Command Centre does); the side camera is set to JPEG.
+    front = cc_frames.frames["front"]
+    assert {f.header.codec for f in front} == {"h264"} and front[0].header.keyframe
+    assert cams["front"]["encoder"] in ("libx264", "h264_v4l2m2m")
+    assert cams["side"]["encoder"] == "jpeg"
+    pictures = Pictures()
+    decoded = [p for p in map(pictures.decode, front) if p is not None]
+    assert len(decoded) == len(front), "an H.264 frame could not be decoded"
+    frame, picture = front[-1], decoded[-1]
     assert (frame.header.src, frame.header.width) == ((2560, 1440), 1280)
-    picture = decode_jpeg(frame.data)
     assert picture.shape == (720, 1280, 3)
+    assert decode_jpeg(cc_frames.frames["side"][-1].data).ndim == 3
     edge = int(0.55 * 720)
     assert int(picture[: edge - 24].max()) <= TOL, "pixels of the private area arrived"
     assert float(np.mean(picture[edge + 24:])) > 40, "the street did not arrive"
@@ -100,10 +109,11 @@ def test_4mp_rtsp_arrives_masked_and_only_for_recipients(
     assert outsider.receiver.dropped["not-a-recipient"] >= 1
     assert cc.receiver.dropped["bad-frame"] == 0
 
-    # Someone on the broker sees ciphertext only: no JPEG, no camera without a mask.
+    # Someone on the broker sees ciphertext only: no JPEG or H.264, no camera without a mask.
     live = [(t, p) for t, p in raw.payloads if "/live/" in t]
     assert live and not any(t.endswith("/live/lobby") for t, _ in live)
     assert not any(p.startswith(b"\xff\xd8") or b"JFIF" in p or b"Exif" in p for _, p in live)
+    assert not any(b"x264" in p or b"\x00\x00\x00\x01\x67" in p for _, p in live)
     sample = frame.data[len(frame.data) // 2: len(frame.data) // 2 + 64]
     assert not any(sample in p for _, p in raw.payloads)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.encode import decode_jpeg
 from agent.envelope import OpenedFrame
 from agent.sample import STREET
 from command_centre.keys import Registry
+from command_centre.viewer import Pictures
 from conftest import Bench, RtspServer, write_agent_config
 from helpers import Collector, station, wait_for
 
@@ -35,13 +35,16 @@ class MaskChecker(Collector):
 
     def __init__(self) -> None:
         super().__init__()
+        self.pictures = Pictures()  # the Command Centre's own decoder (H.264 or JPEG)
         self.checked = 0
         self.leaks: list[str] = []
         self.sizes: set[tuple[int, int]] = set()
 
     def __call__(self, frame: OpenedFrame) -> None:
         super().__call__(frame)
-        picture = decode_jpeg(frame.data)
+        picture = self.pictures.decode(frame)
+        if picture is None:
+            return  # H.264 waiting for a keyframe after a gap: nothing to show yet
         h = picture.shape[0]
         edge = round(0.55 * h)
         private = picture[: max(0, edge - 24)]
