@@ -49,15 +49,20 @@ class Bandwidth:
         self.tokens = min(self.capacity, self.tokens + (now - self._at) * self.rate)
         self._at = now
 
-    def allow(self, nbytes: int, priority: int) -> bool:
-        """May a message of about ``nbytes`` go now at ``priority``? (Spends nothing.)"""
+    def allow(self, nbytes: int, priority: int, greedy: bool = False) -> bool:
+        """May a message of about ``nbytes`` go now at ``priority``? (Spends nothing.)
+
+        A ``greedy`` live camera (one already over its part of the cap) gets only spare
+        tokens: half the bucket must be left after it, so the others are not starved.
+        """
         if not self.rate or priority == CONTROL:
             return True
         with self._lock:
             self._refill()
             if priority == SNAPSHOT:
                 return self.tokens >= 0
-            if self.tokens >= nbytes + self.capacity * self.reserve_share:
+            reserve = 0.5 if greedy else self.reserve_share
+            if self.tokens >= nbytes + self.capacity * reserve:
                 return True
             self.held_back += 1
             return False

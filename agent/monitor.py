@@ -30,6 +30,7 @@ class Watched:
     faults: set[Fault] = field(default_factory=set)
     seen: int = 0
     sampled_at: float = 0.0
+    samples: int = 0
 
 
 class HealthMonitor(threading.Thread):
@@ -86,6 +87,7 @@ class HealthMonitor(threading.Thread):
             return
         w.seen, frame, _at = got
         w.sampled_at = now
+        w.samples += 1
         faults = w.analyzer.sample(frame, now)
         for fault in sorted(faults ^ w.faults, key=lambda f: f.value):
             active = fault in faults

@@ -219,7 +219,9 @@ class CameraPipeline(threading.Thread):
     def _send_live(self, frame: Frame, at_wall: float) -> None:
         self._adapt()
         self._tries += 1
-        if not self.bandwidth.allow(int(self._avg_frame), LIVE):
+        share = self.bandwidth.live_share_bps()
+        greedy = bool(share) and self.sent.bps() > share * 1.2  # over its part: only spare
+        if not self.bandwidth.allow(int(self._avg_frame), LIVE, greedy=greedy):
             self._skips += 1
             self.held_back += 1  # over the cap: a lower frame rate, not a queue
             return

@@ -8,6 +8,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -66,8 +67,13 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def cmd_view(args: argparse.Namespace) -> int:
-    """Receive, verify and decrypt; serve a live page and/or write JPEG files."""
+def cmd_view(args: argparse.Namespace,
+             on_ready: Callable[[Station], bool] | None = None) -> int:
+    """Receive, verify and decrypt; serve a live page and/or write files.
+
+    ``on_ready`` runs once the station listens (so nothing it asks for is missed); if it
+    returns False the view ends at once with exit code 1.
+    """
     store = FrameStore()
     writer = FolderWriter(Path(args.out), args.keep) if args.out else None
 
@@ -85,6 +91,9 @@ def cmd_view(args: argparse.Namespace) -> int:
         raise AgentError(f"broker {station.transport.addr.url}: cannot connect "
                          f"({station.transport.last_error or 'no answer'}); check --broker "
                          "and --ca")
+    if on_ready is not None and not on_ready(station):
+        station.stop()
+        return 1
     server = None
     if args.port >= 0:
         def fleet() -> list[dict[str, Any]]:
@@ -99,6 +108,7 @@ def cmd_view(args: argparse.Namespace) -> int:
         stop.wait(0.5)
     if server is not None:
         server.shutdown()
+        server.server_close()
     station.stop()
     r = station.receiver
     print(f"frames decrypted: {r.frames_ok}; dropped: "
@@ -150,6 +160,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             print(f"\n{stamp}\n{_render(args, station, rows)}", flush=True)
     if server is not None:
         server.shutdown()
+        server.server_close()
     station.stop()
     return 0
 
@@ -212,23 +223,24 @@ def cmd_push_config(args: argparse.Namespace) -> int:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    """Start a live view of one camera for N minutes and show it."""
-    station, _ = _station(args, kinds=("ack",))
-    if not station.start(wait=10):
-        raise AgentError(f"broker {station.transport.addr.url}: cannot connect")
-    try:
+    """Start a live view of one camera for N minutes and show it.
+
+    The viewer listens before the camera is asked, so the keyframe the camera sends at
+    once is not missed.
+    """
+    def ask(station: Station) -> bool:
         ack = station.command(home_from_args(args).signing_key(), args.agent, "live-start",
                               args={"camera": args.camera, "seconds": args.minutes * 60,
                                     **({"fps": args.fps} if args.fps else {})})
-    finally:
-        station.stop()
-    if ack is None or ack.get("outcome") != "done":
-        why = ack.get("reason") if ack else "no answer within 10 s (is it online?)"
-        print(f"{args.agent}: live view not started: {why}")
-        return 1
-    print(f"{args.agent}/{args.camera}: live for {args.minutes:g} min")
+        if ack is None or ack.get("outcome") != "done":
+            why = ack.get("reason") if ack else "no answer within 10 s (is it online?)"
+            print(f"{args.agent}: live view not started: {why}")
+            return False
+        print(f"{args.agent}/{args.camera}: live for {args.minutes:g} min", flush=True)
+        return True
+
     args.seconds, args.out, args.keep = args.minutes * 60 + 5, args.out, 1000
-    return cmd_view(args)
+    return cmd_view(args, on_ready=ask)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.encode import Frame, H264Decoder, JpegEncoder, decode_jpeg
-from agent.errors import EncodeError
 from agent.envelope import OpenedFrame
+from agent.errors import EncodeError
 
 log = logging.getLogger(__name__)
 

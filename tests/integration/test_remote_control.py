@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -225,7 +226,11 @@ def test_edge_cc_push_config_and_snapshot_commands(bench: Bench, clip_720p: Path
                              timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         assert "live for 0.1 min" in out.stdout and "live view: http://127.0.0.1:" in out.stdout
-        assert len(list(frames.rglob("*.jpg"))) >= 5
+        # Live H.264 is kept as it came, one playable .h264 file per key epoch.
+        recordings = list(frames.rglob("*.h264"))
+        assert recordings, list(frames.rglob("*"))
+        with av.open(str(recordings[0])) as played:
+            assert sum(1 for _ in played.decode(video=0)) >= 5
     finally:
         agent.shutdown()
 
