@@ -3,13 +3,16 @@
 # missing ones), then a virtualenv in .venv with the project installed.
 #   scripts/setup.sh           what the demo needs
 #   scripts/setup.sh --test    also what the test suite needs (RTSP server, linters)
+#   scripts/setup.sh --bench   also what bench/ needs (the above, and ffmpeg as the peer)
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
 want_tests=0
+want_bench=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --test) want_tests=1 ;;
+    --bench) want_tests=1; want_bench=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown option '$1'; see --help" >&2; exit 2 ;;
   esac
@@ -24,6 +27,7 @@ if [ "$want_tests" = 1 ]; then
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
              gstreamer1.0-tools shellcheck debootstrap systemd)
 fi
+[ "$want_bench" = 1 ] && packages+=(ffmpeg)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,7 +18,8 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 mkdir -p "$dir"
 "$python" -m pip wheel --quiet --no-deps -w "$dir" .
-"$python" -m pip download --quiet -d "$dir" "${platform[@]}" \
-  "opencv-python-headless>=4.8" "paho-mqtt>=2.0,<3" "cryptography>=42" "psutil>=5.9" \
-  "schedule>=1.2" "numpy>=1.26"
+# The dependencies exactly as pyproject.toml states them (one list to keep true).
+mapfile -t deps < <("$python" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+"$python" -m pip download --quiet -d "$dir" "${platform[@]}" "${deps[@]}"
 echo "wheelhouse ready in $dir"

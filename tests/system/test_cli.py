@@ -64,7 +64,7 @@ def test_check_reports_each_problem_without_secrets(bench: Bench, tmp_path: Path
     assert "127.0.0.1:9 refused the connection" in text
     assert "no share region is set" in text
     assert "outside the frame; expected coordinates from 0 to 1" in text
-    assert "the stream could not be opened; check the file exists" in text
+    assert "the file does not exist; check the path" in text
     assert "connection refused; check the host and port" in text
     assert SECRET not in text and "rtsp://***@127.0.0.1:9/stream" in text
 
