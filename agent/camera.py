@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.config import Source
-from agent.encode import video_frame_to_bgr
 from agent.errors import CameraError
+from agent.picture import Picture
 
 Frame = npt.NDArray[np.uint8]
 log = logging.getLogger(__name__)
@@ -59,8 +59,15 @@ class Skipped:
 
 
 SKIPPED = Skipped()
-Read = Frame | Skipped | None
+Read = Picture | Skipped | None
 """A picture; SKIPPED (the stream is alive, nothing decoded); None (stream failed or ended)."""
+
+
+def _picture(frame: av.VideoFrame) -> Picture:
+    """A decoded frame as a Picture: I420 as decoded where possible (no conversion)."""
+    if frame.format.name in ("yuv420p", "yuvj420p") and not (frame.width | frame.height) & 1:
+        return Picture(i420=cast(Frame, frame.to_ndarray(format="yuv420p")))
+    return Picture(bgr=cast(Frame, frame.to_ndarray(format="bgr24")))
 
 
 class FrameSource(Protocol):
@@ -163,7 +170,7 @@ class OpenCVSource:
                 return SKIPPED
             self._retrieved_at = now
             ok, frame = cap.retrieve()
-            return cast(Frame, frame) if ok and frame is not None else None
+            return Picture(bgr=cast(Frame, frame)) if ok and frame is not None else None
         if self._interval:
             delay = self._next - self._clock()
             if delay > 0:
@@ -175,7 +182,7 @@ class OpenCVSource:
             ok, frame = cap.read()
         if not ok or frame is None:
             return None
-        return cast(Frame, frame)
+        return Picture(bgr=cast(Frame, frame))
 
     def close(self) -> None:
         """Release the capture."""
@@ -297,7 +304,7 @@ class AvSource:
             return SKIPPED
         if not frames:
             return SKIPPED
-        return video_frame_to_bgr(frames[-1])
+        return _picture(frames[-1])
 
     def close(self) -> None:
         """Close the stream."""
@@ -338,18 +345,18 @@ class LatestFrame:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frame: Frame | None = None
+        self._frame: Picture | None = None
         self._seq = 0
         self._at = 0.0
 
-    def put(self, frame: Frame, at: float) -> None:
+    def put(self, frame: Picture, at: float) -> None:
         """Replace the held frame (the older one is simply dropped)."""
         with self._cond:
             self._frame, self._at = frame, at
             self._seq += 1
             self._cond.notify_all()
 
-    def get_newer(self, seq: int, timeout: float) -> tuple[int, Frame, float] | None:
+    def get_newer(self, seq: int, timeout: float) -> tuple[int, Picture, float] | None:
         """Wait up to ``timeout`` s for a frame newer than ``seq``; return (seq, frame, at)."""
         with self._cond:
             if not self._cond.wait_for(lambda: self._seq > seq, timeout=timeout):
@@ -414,7 +421,7 @@ class CaptureThread(threading.Thread):
             if isinstance(frame, Skipped):
                 continue
             stats.frames_in += 1
-            stats.height, stats.width = frame.shape[:2]
+            stats.height, stats.width = frame.height, frame.width
             stats.last_frame_at = now
             if stats.state is not CameraState.STREAMING:
                 log.info("camera %s: streaming %dx%d", self.source.display, stats.width,

@@ -99,7 +99,7 @@ def _grab(cam: CameraConfig, timeout: float = 15.0) -> object:
             if frame is None:
                 break
             if not isinstance(frame, Skipped):
-                return frame
+                return frame.bgr()
         raise CameraError(f"camera {cam.source.display}: opened but sent no picture within "
                           f"{timeout:.0f} s; check the stream path")
     finally:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import EncodeError
+from agent.picture import Picture, i420_pack, i420_planes, i420_size
 
 Frame = npt.NDArray[np.uint8]
 
@@ -102,12 +103,6 @@ def video_frame_to_bgr(frame: av.VideoFrame) -> Frame:
     return cast(Frame, frame.to_ndarray(format="bgr24"))
 
 
-def bgr_to_video_frame(frame: Frame) -> av.VideoFrame:
-    """A BGR array (even width and height) as a yuv420p PyAV picture."""
-    i420 = cast(Frame, cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420))
-    return av.VideoFrame.from_ndarray(i420, format="yuv420p")
-
-
 HARDWARE_ENCODERS = ("h264_v4l2m2m",)
 """Hardware H.264 encoders tried, in order, before libx264 (Raspberry Pi: V4L2 M2M)."""
 _working: dict[str, bool] = {}
@@ -126,10 +121,10 @@ def _encoder_works(name: str) -> bool:
                     ctx.time_base = Fraction(1, 5)
                     ctx.framerate = Fraction(5)
                     ctx.bit_rate = 200_000
-                    black = np.zeros((240, 320, 3), np.uint8)
+                    black = np.zeros((360, 320), np.uint8)  # I420, 320x240
                     packets = []
                     for i in range(3):
-                        pic = bgr_to_video_frame(black)
+                        pic = av.VideoFrame.from_ndarray(black, format="yuv420p")
                         pic.pts = i
                         packets += ctx.encode(pic)
                     packets += ctx.encode(None)
@@ -223,14 +218,17 @@ class H264Encoder:
         self._ctx = None
 
     def encode(self, frame: Frame) -> Encoded | None:
-        """Encode one masked frame; None if the encoder holds it back (hardware latency)."""
-        frame = fit_width(frame, self.max_width)
-        height, width = frame.shape[:2]
-        even = frame[: height & ~1, : width & ~1]  # 4:2:0 needs even sides
-        size = (even.shape[1], even.shape[0])
+        """Encode one masked BGR frame (converted to I420 first)."""
+        return self.encode_i420(Picture(bgr=frame).i420())
+
+    def encode_i420(self, i420: Frame) -> Encoded | None:
+        """Encode one masked I420 picture; None if the encoder holds it back (hardware
+        latency)."""
+        i420 = fit_width_i420(i420, self.max_width)
+        size = i420_size(i420)
         if self._ctx is None or size != self._size:
             self._ctx, self._size = self._open(*size), size
-        pic = bgr_to_video_frame(np.ascontiguousarray(even))
+        pic = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         pic.pts = self._pts
         self._pts += 1
         if self._want_key:
@@ -247,6 +245,19 @@ class H264Encoder:
         data = b"".join(bytes(p) for p in packets)
         key = any(p.is_keyframe for p in packets)
         return Encoded(data, self.codec, key, size[0], size[1])
+
+
+def fit_width_i420(i420: Frame, max_width: int) -> Frame:
+    """Downscale a packed I420 picture to at most ``max_width`` wide (sides stay even)."""
+    width, height = i420_size(i420)
+    if max_width <= 0 or width <= max_width:
+        return i420
+    new_w = max(2, max_width & ~1)
+    new_h = max(2, round(height * new_w / width) & ~1)
+    y, u, v = i420_planes(i420, width, height)
+    return i420_pack(*(cast(Frame, cv2.resize(p, size, interpolation=cv2.INTER_AREA))
+                       for p, size in ((y, (new_w, new_h)), (u, (new_w // 2, new_h // 2)),
+                                       (v, (new_w // 2, new_h // 2)))))
 
 
 class H264Decoder:

@@ -21,6 +21,7 @@ from agent.config import CameraConfig
 from agent.encode import Encoder, H264Encoder, JpegEncoder
 from agent.envelope import key_announcement, seal_frame
 from agent.errors import AgentError
+from agent.picture import Picture
 from agent.privacy import Frame, ShareMask
 from agent.protocol import FrameHeader, Topics
 
@@ -168,17 +169,28 @@ class CameraPipeline(threading.Thread):
         log.info("camera %s: new key epoch %d for %s", self.cam.id, epoch_id,
                  ", ".join(sorted(self.recipients)))
 
-    def process(self, frame: Frame, at_wall: float,
+    def process(self, frame: Picture | Frame, at_wall: float,
                 encoder: Encoder | None = None) -> bytes | None:
         """Mask, encode and seal one frame; return the wire bytes, or None if not shareable
-        (or the encoder holds the picture back for now)."""
+        (or the encoder holds the picture back for now).
+
+        H.264 takes the picture as decoded (I420) through the mask to the encoder; JPEG
+        takes it as BGR. Either way the encoder sees only masked pixels.
+        """
         if self.epoch is None:
             return None
+        pic = frame if isinstance(frame, Picture) else Picture(bgr=frame)
+        enc_to = encoder or self.encoder
+        src_w, src_h = pic.width, pic.height
         try:
-            masked = self.mask.apply(frame, crop=self.cam.crop)
-            src_h, src_w = frame.shape[:2]
-            roi = self.mask.bbox_for(src_w, src_h) if self.cam.crop else (0, 0, src_w, src_h)
-            enc = (encoder or self.encoder).encode(masked)
+            if isinstance(enc_to, H264Encoder):
+                masked, roi = self.mask.apply_i420(pic.i420(), crop=self.cam.crop)
+                enc = enc_to.encode_i420(masked)
+            else:
+                masked = self.mask.apply(pic.bgr(), crop=self.cam.crop)
+                roi = (self.mask.bbox_for(src_w, src_h) if self.cam.crop
+                       else (0, 0, src_w, src_h))
+                enc = enc_to.encode(masked)
         except AgentError as exc:
             self.mask_failures += 1
             self._log_once(f"mask:{exc}", f"{exc}; video from this camera is withheld")
@@ -216,7 +228,7 @@ class CameraPipeline(threading.Thread):
                 self.encoder.tune(min(self.cam.jpeg_quality, self.encoder.quality + 5))
         self._tries = self._skips = 0
 
-    def _send_live(self, frame: Frame, at_wall: float) -> None:
+    def _send_live(self, frame: Picture, at_wall: float) -> None:
         self._adapt()
         self._tries += 1
         share = self.bandwidth.live_share_bps()
@@ -236,7 +248,7 @@ class CameraPipeline(threading.Thread):
         elif isinstance(self.encoder, H264Encoder):
             self.encoder.request_keyframe()  # the chain broke: restart it for the viewers
 
-    def _send_snapshot(self, frame: Frame, at_wall: float) -> bool:
+    def _send_snapshot(self, frame: Picture, at_wall: float) -> bool:
         """Send one snapshot; False if the upload cap says not yet (it stays due)."""
         if not self.bandwidth.allow(0, SNAPSHOT):
             return False

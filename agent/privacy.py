@@ -20,9 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import MaskError
+from agent.picture import i420_pack, i420_planes, i420_size
 
 Frame = npt.NDArray[np.uint8]
 Point = tuple[float, float]
+Box = tuple[int, int, int, int]
 
 # Polygons smaller than this fraction of the frame are almost certainly a drawing mistake.
 MIN_AREA = 1e-4
@@ -91,6 +93,7 @@ class ShareMask:
     def __init__(self, polygons: tuple[Polygon, ...]) -> None:
         self.polygons = polygons
         self._cache: dict[tuple[int, int], tuple[Frame, tuple[int, int, int, int]]] = {}
+        self._cache420: dict[tuple[int, int, bool], tuple[Frame, Frame, Box]] = {}
         self._lock = threading.Lock()
         self.renders = 0
 
@@ -165,3 +168,60 @@ class ShareMask:
             raise MaskError("the mask could not be applied to this frame; "
                             "it was not shared") from exc
         return out
+
+    def _entry420(self, width: int, height: int, crop: bool) -> tuple[Frame, Frame, Box]:
+        """The I420 mask and fill for a resolution (cropped to an even-aligned share box).
+
+        A chroma sample covers 2x2 pixels: it is kept only if all four are shared, so no
+        colour of a withheld pixel leaks into the picture. Withheld pixels become black
+        (Y 16, U and V 128).
+        """
+        key = (width, height, crop)
+        with self._lock:
+            hit = self._cache420.get(key)
+        if hit is not None:
+            return hit
+        mask = self.mask_for(width, height)
+        x, y, w, h = (0, 0, width, height)
+        if crop:
+            bx, by, bw, bh = self.bbox_for(width, height)
+            x, y = bx & ~1, by & ~1
+            w = min(width - x, (bx + bw - x + 1) & ~1)
+            h = min(height - y, (by + bh - y + 1) & ~1)
+        luma = mask[y:y + h, x:x + w]
+        chroma = luma.reshape(h // 2, 2, w // 2, 2).min(axis=(1, 3))
+        mask420 = i420_pack(luma, chroma, chroma)
+        fill420 = i420_pack(np.where(luma == 0, 16, 0).astype(np.uint8),
+                            *(np.where(chroma == 0, 128, 0).astype(np.uint8),) * 2)
+        mask420.setflags(write=False)
+        fill420.setflags(write=False)
+        entry = (mask420, fill420, (x, y, w, h))
+        with self._lock:
+            if len(self._cache420) >= self.CACHE_LIMIT:
+                self._cache420.pop(next(iter(self._cache420)))
+            self._cache420[key] = entry
+        return entry
+
+    def apply_i420(self, i420: Frame, crop: bool = False) -> tuple[Frame, Box]:
+        """Mask a packed I420 picture (see :mod:`agent.picture`); return it and the box of
+        the source it covers. The same promise as ``apply``: a new array, withheld pixels
+        black, MaskError rather than an unmasked picture."""
+        if (not isinstance(i420, np.ndarray) or i420.dtype != np.uint8 or i420.ndim != 2
+                or i420.shape[0] % 3 or i420.shape[1] % 2):
+            raise MaskError("the frame is not an I420 picture; it was not shared")
+        width, height = i420_size(i420)
+        if height % 2:
+            raise MaskError("the frame is not an I420 picture; it was not shared")
+        mask420, fill420, box = self._entry420(width, height, crop)
+        if crop and box != (0, 0, width, height):
+            x, y, w, h = box
+            planes = i420_planes(i420, width, height)
+            i420 = i420_pack(planes[0][y:y + h, x:x + w],
+                             *(p[y // 2:(y + h) // 2, x // 2:(x + w) // 2] for p in planes[1:]))
+        try:
+            out = cast(Frame, cv2.bitwise_and(i420, mask420))
+            cv2.bitwise_or(out, fill420, dst=out)
+        except cv2.error as exc:
+            raise MaskError("the mask could not be applied to this frame; "
+                            "it was not shared") from exc
+        return out, box

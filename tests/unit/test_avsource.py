@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from agent.camera import SKIPPED, AvSource, OpenCVSource, make_source
 from agent.config import Source
 from agent.errors import CameraError
+from agent.picture import Picture
 from conftest import make_h264_clip
 
 
@@ -30,28 +30,28 @@ def test_idle_reading_decodes_keyframes_only(clip: Path) -> None:
     src = reader(clip)
     got = [src.read(decode_all=False) for _ in range(20)]
     src.close()
-    pictures = [g for g in got if isinstance(g, np.ndarray)]
+    pictures = [g for g in got if isinstance(g, Picture)]
     assert len(pictures) == 4 and sum(g is SKIPPED for g in got) == 16
-    assert [i for i, g in enumerate(got) if isinstance(g, np.ndarray)] == [0, 5, 10, 15]
-    assert pictures[0].shape == (240, 320, 3)
+    assert [i for i, g in enumerate(got) if isinstance(g, Picture)] == [0, 5, 10, 15]
+    assert pictures[0].shape == (240, 320, 3) and pictures[0].has_i420
 
 
 def test_full_decoding_resumes_at_the_next_keyframe_never_mid_chain(clip: Path) -> None:
     src = reader(clip)
     first = [src.read(decode_all=False) for _ in range(2)]  # keyframe, then a skipped one
-    assert isinstance(first[0], np.ndarray) and first[1] is SKIPPED
+    assert isinstance(first[0], Picture) and first[1] is SKIPPED
     # Asked for every frame now: frames 2-4 depend on frame 1, which was never decoded.
     rest = [src.read(decode_all=True) for _ in range(8)]
     src.close()
     assert all(g is SKIPPED for g in rest[:3])
-    assert all(isinstance(g, np.ndarray) for g in rest[3:])
+    assert all(isinstance(g, Picture) for g in rest[3:])
 
 
 def test_a_file_loops_and_a_bad_source_says_why(clip: Path, tmp_path: Path) -> None:
     src = reader(clip)
     got = [src.read(decode_all=True) for _ in range(45)]
     src.close()
-    assert sum(isinstance(g, np.ndarray) for g in got) == 45
+    assert sum(isinstance(g, Picture) for g in got) == 45
     missing = AvSource(Source("file", str(tmp_path / "none.mkv")), name="front")
     with pytest.raises(CameraError, match=r"camera front .*none\.mkv.*: the file does not exist"):
         missing.open()
