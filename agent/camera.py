@@ -66,7 +66,7 @@ Read = Picture | Skipped | None
 def _picture(frame: av.VideoFrame) -> Picture:
     """A decoded frame as a Picture: I420 as decoded where possible (no conversion)."""
     if frame.format.name in ("yuv420p", "yuvj420p") and not (frame.width | frame.height) & 1:
-        return Picture(i420=cast(Frame, frame.to_ndarray(format="yuv420p")))
+        return Picture(decoded=frame)
     return Picture(bgr=cast(Frame, frame.to_ndarray(format="bgr24")))
 
 

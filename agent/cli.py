@@ -19,7 +19,7 @@ from types import FrameType
 import cv2
 import numpy as np
 
-from agent import __version__, config, identity, rtspprobe
+from agent import __version__, config, identity, rtspprobe, sysinfo
 from agent.camera import Skipped, make_source
 from agent.config import AgentConfig, CameraConfig
 from agent.encode import JpegEncoder
@@ -51,6 +51,7 @@ def _load(args: argparse.Namespace) -> AgentConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM or Ctrl-C."""
+    sysinfo.tune_malloc()
     cfg = _load(args)
     setup_logging(cfg.log_level)
     ident = identity.load(cfg.data_dir)

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import EncodeError
-from agent.picture import Picture, i420_pack, i420_planes, i420_size
+from agent.picture import Picture, frame_planes, new_i420_frame
 
 Frame = npt.NDArray[np.uint8]
 
@@ -147,12 +147,17 @@ def pick_h264_encoder(preference: str = "auto") -> str:
 
 
 def crf_for(quality: int) -> int:
-    """Map the 1-100 quality scale (as for JPEG) to x264's constant rate factor."""
-    return max(12, min(51, round(51 - 0.35 * quality)))
+    """Map the 1-100 quality scale (as for JPEG) to x264's constant rate factor: 70 (the
+    default) is CRF 30, 50 is 36, 90 is 24."""
+    return max(12, min(51, round(51 - 0.3 * quality)))
 
 
 class H264Encoder:
-    """H.264 through PyAV: libx264 (ultrafast, zero latency) or a hardware encoder.
+    """H.264 through PyAV: libx264 (superfast, zero latency) or a hardware encoder.
+
+    superfast rather than ultrafast: it keeps CABAC and the deblocking filter, which at the
+    same picture quality (SSIM) take a half to a quarter of the bytes for about a third
+    more encoding time (bench/live_video.py); the uplink is the scarcer resource.
 
     Every keyframe carries its parameter sets, so a viewer can join at any keyframe. A
     keyframe comes at least every ``gop_seconds`` and at once after ``request_keyframe``.
@@ -195,7 +200,7 @@ class H264Encoder:
         ctx.framerate, ctx.time_base = rate, 1 / rate
         ctx.gop_size = max(1, round(self.fps * self.gop_seconds))
         if self.name == "libx264":
-            options = {"preset": "ultrafast", "tune": "zerolatency",
+            options = {"preset": "superfast", "tune": "zerolatency",
                        "crf": str(crf_for(self.quality))}
             if self.max_bitrate:
                 options |= {"maxrate": str(self.max_bitrate), "bufsize": str(self.max_bitrate)}
@@ -222,18 +227,21 @@ class H264Encoder:
         return self.encode_i420(Picture(bgr=frame).i420())
 
     def encode_i420(self, i420: Frame) -> Encoded | None:
-        """Encode one masked I420 picture; None if the encoder holds it back (hardware
-        latency)."""
-        i420 = fit_width_i420(i420, self.max_width)
-        size = i420_size(i420)
+        """Encode one masked, packed I420 picture."""
+        return self.encode_frame(av.VideoFrame.from_ndarray(i420, format="yuv420p"))
+
+    def encode_frame(self, pic: av.VideoFrame) -> Encoded | None:
+        """Encode one masked yuv420p frame (downscaled to ``max_width`` first if wider);
+        None if the encoder holds it back (hardware latency)."""
+        pic = fit_width_frame(pic, self.max_width)
+        size = (pic.width, pic.height)
         if self._ctx is None or size != self._size:
             self._ctx, self._size = self._open(*size), size
-        pic = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         pic.pts = self._pts
         self._pts += 1
-        if self._want_key:
-            pic.pict_type = av.video.frame.PictureType.I
-            self._want_key = False
+        pic.pict_type = (av.video.frame.PictureType.I if self._want_key
+                         else av.video.frame.PictureType.NONE)
+        self._want_key = False
         try:
             packets = self._ctx.encode(pic)
         except Exception as exc:
@@ -247,17 +255,16 @@ class H264Encoder:
         return Encoded(data, self.codec, key, size[0], size[1])
 
 
-def fit_width_i420(i420: Frame, max_width: int) -> Frame:
-    """Downscale a packed I420 picture to at most ``max_width`` wide (sides stay even)."""
-    width, height = i420_size(i420)
-    if max_width <= 0 or width <= max_width:
-        return i420
+def fit_width_frame(pic: av.VideoFrame, max_width: int) -> av.VideoFrame:
+    """Downscale a yuv420p frame to at most ``max_width`` wide (sides stay even)."""
+    if max_width <= 0 or pic.width <= max_width:
+        return pic
     new_w = max(2, max_width & ~1)
-    new_h = max(2, round(height * new_w / width) & ~1)
-    y, u, v = i420_planes(i420, width, height)
-    return i420_pack(*(cast(Frame, cv2.resize(p, size, interpolation=cv2.INTER_AREA))
-                       for p, size in ((y, (new_w, new_h)), (u, (new_w // 2, new_h // 2)),
-                                       (v, (new_w // 2, new_h // 2)))))
+    new_h = max(2, round(pic.height * new_w / pic.width) & ~1)
+    out, planes = new_i420_frame(new_w, new_h)
+    for src, dst in zip(frame_planes(pic), planes, strict=True):
+        cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA)
+    return out
 
 
 class H264Decoder:

@@ -88,7 +88,7 @@ class HealthMonitor(threading.Thread):
         w.seen, frame, _at = got
         w.sampled_at = now
         w.samples += 1
-        faults = w.analyzer.sample(frame.bgr(), now)
+        faults = w.analyzer.sample(frame.grey(), now)
         for fault in sorted(faults ^ w.faults, key=lambda f: f.value):
             active = fault in faults
             (log.warning if active else log.info)(

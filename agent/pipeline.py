@@ -21,7 +21,7 @@ from agent.config import CameraConfig
 from agent.encode import Encoder, H264Encoder, JpegEncoder
 from agent.envelope import key_announcement, seal_frame
 from agent.errors import AgentError
-from agent.picture import Picture
+from agent.picture import Picture, new_i420_frame
 from agent.privacy import Frame, ShareMask
 from agent.protocol import FrameHeader, Topics
 
@@ -184,8 +184,12 @@ class CameraPipeline(threading.Thread):
         src_w, src_h = pic.width, pic.height
         try:
             if isinstance(enc_to, H264Encoder):
-                masked, roi = self.mask.apply_i420(pic.i420(), crop=self.cam.crop)
-                enc = enc_to.encode_i420(masked)
+                planes = pic.planes()
+                height, width = planes[0].shape
+                _x, _y, w, h = self.mask.box_i420(width, height, self.cam.crop)
+                into_frame, into = new_i420_frame(w, h)  # the encoder's input, written once
+                roi = self.mask.mask_i420(planes, into, crop=self.cam.crop)
+                enc = enc_to.encode_frame(into_frame)
             else:
                 masked = self.mask.apply(pic.bgr(), crop=self.cam.crop)
                 roi = (self.mask.bbox_for(src_w, src_h) if self.cam.crop

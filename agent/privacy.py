@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import MaskError
-from agent.picture import i420_pack, i420_planes, i420_size
+from agent.picture import Planes, i420_planes, i420_size
 
 Frame = npt.NDArray[np.uint8]
 Point = tuple[float, float]
@@ -93,7 +93,7 @@ class ShareMask:
     def __init__(self, polygons: tuple[Polygon, ...]) -> None:
         self.polygons = polygons
         self._cache: dict[tuple[int, int], tuple[Frame, tuple[int, int, int, int]]] = {}
-        self._cache420: dict[tuple[int, int, bool], tuple[Frame, Frame, Box]] = {}
+        self._cache420: dict[tuple[int, int, bool], tuple[Planes, Planes, Box]] = {}
         self._lock = threading.Lock()
         self.renders = 0
 
@@ -169,8 +169,8 @@ class ShareMask:
                             "it was not shared") from exc
         return out
 
-    def _entry420(self, width: int, height: int, crop: bool) -> tuple[Frame, Frame, Box]:
-        """The I420 mask and fill for a resolution (cropped to an even-aligned share box).
+    def _entry420(self, width: int, height: int, crop: bool) -> tuple[Planes, Planes, Box]:
+        """The I420 mask and fill planes for a resolution, cut to the even-aligned box.
 
         A chroma sample covers 2x2 pixels: it is kept only if all four are shared, so no
         colour of a withheld pixel leaks into the picture. Withheld pixels become black
@@ -181,6 +181,8 @@ class ShareMask:
             hit = self._cache420.get(key)
         if hit is not None:
             return hit
+        if width % 2 or height % 2 or width <= 0 or height <= 0:
+            raise MaskError(f"cannot mask an I420 picture of size {width}x{height}")
         mask = self.mask_for(width, height)
         x, y, w, h = (0, 0, width, height)
         if crop:
@@ -188,40 +190,54 @@ class ShareMask:
             x, y = bx & ~1, by & ~1
             w = min(width - x, (bx + bw - x + 1) & ~1)
             h = min(height - y, (by + bh - y + 1) & ~1)
-        luma = mask[y:y + h, x:x + w]
+        luma = np.ascontiguousarray(mask[y:y + h, x:x + w])
         chroma = luma.reshape(h // 2, 2, w // 2, 2).min(axis=(1, 3))
-        mask420 = i420_pack(luma, chroma, chroma)
-        fill420 = i420_pack(np.where(luma == 0, 16, 0).astype(np.uint8),
-                            *(np.where(chroma == 0, 128, 0).astype(np.uint8),) * 2)
-        mask420.setflags(write=False)
-        fill420.setflags(write=False)
-        entry = (mask420, fill420, (x, y, w, h))
+        luma_fill = np.where(luma == 0, 16, 0).astype(np.uint8)
+        chroma_fill = np.where(chroma == 0, 128, 0).astype(np.uint8)
+        for a in (luma, chroma, luma_fill, chroma_fill):
+            a.setflags(write=False)
+        entry = ((luma, chroma, chroma), (luma_fill, chroma_fill, chroma_fill), (x, y, w, h))
         with self._lock:
             if len(self._cache420) >= self.CACHE_LIMIT:
                 self._cache420.pop(next(iter(self._cache420)))
             self._cache420[key] = entry
         return entry
 
+    def box_i420(self, width: int, height: int, crop: bool = False) -> Box:
+        """The part of the picture ``mask_i420`` writes: all of it, or with ``crop`` the
+        share region's bounding box widened to even coordinates."""
+        return self._entry420(width, height, crop)[2]
+
+    def mask_i420(self, src: Planes, dst: Planes, crop: bool = False) -> Box:
+        """Write the masked picture (the box of ``box_i420``) from ``src`` planes into
+        ``dst`` planes of the box's size: the H.264 path, with no copy besides this one.
+        Returns the box. Raises MaskError (and writes nothing usable) on any mismatch."""
+        height, width = src[0].shape
+        masks, fills, box = self._entry420(width, height, crop)
+        x, y, w, h = box
+        crops = (src[0][y:y + h, x:x + w],
+                 *(p[y // 2:(y + h) // 2, x // 2:(x + w) // 2] for p in src[1:]))
+        try:
+            for s, d, m, f in zip(crops, dst, masks, fills, strict=True):
+                if d.shape != m.shape or s.shape != m.shape:
+                    raise MaskError("the picture does not match its mask; it was not shared")
+                cv2.bitwise_and(s, m, dst=d)
+                cv2.bitwise_or(d, f, dst=d)
+        except cv2.error as exc:
+            raise MaskError("the mask could not be applied to this frame; "
+                            "it was not shared") from exc
+        return box
+
     def apply_i420(self, i420: Frame, crop: bool = False) -> tuple[Frame, Box]:
-        """Mask a packed I420 picture (see :mod:`agent.picture`); return it and the box of
-        the source it covers. The same promise as ``apply``: a new array, withheld pixels
-        black, MaskError rather than an unmasked picture."""
+        """Mask a packed I420 picture (see :mod:`agent.picture`); return a new packed
+        picture and the box of the source it covers. The same promise as ``apply``."""
         if (not isinstance(i420, np.ndarray) or i420.dtype != np.uint8 or i420.ndim != 2
                 or i420.shape[0] % 3 or i420.shape[1] % 2):
             raise MaskError("the frame is not an I420 picture; it was not shared")
         width, height = i420_size(i420)
         if height % 2:
             raise MaskError("the frame is not an I420 picture; it was not shared")
-        mask420, fill420, box = self._entry420(width, height, crop)
-        if crop and box != (0, 0, width, height):
-            x, y, w, h = box
-            planes = i420_planes(i420, width, height)
-            i420 = i420_pack(planes[0][y:y + h, x:x + w],
-                             *(p[y // 2:(y + h) // 2, x // 2:(x + w) // 2] for p in planes[1:]))
-        try:
-            out = cast(Frame, cv2.bitwise_and(i420, mask420))
-            cv2.bitwise_or(out, fill420, dst=out)
-        except cv2.error as exc:
-            raise MaskError("the mask could not be applied to this frame; "
-                            "it was not shared") from exc
+        _x, _y, w, h = self.box_i420(width, height, crop)
+        out = np.empty((h * 3 // 2, w), np.uint8)
+        box = self.mask_i420(i420_planes(i420, width, height), i420_planes(out, w, h), crop)
         return out, box

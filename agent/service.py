@@ -33,7 +33,7 @@ from agent.pipeline import CameraPipeline
 from agent.protocol import Topics
 from agent.reconfigure import ConfigManager
 from agent.sequence import Sequence
-from agent.sysinfo import system_status
+from agent.sysinfo import system_status, trim_memory
 from agent.systemd import Watchdog, notify
 from agent.transport import BrokerAddress, MqttTransport, TlsFiles
 
@@ -219,6 +219,7 @@ class Agent:
         self.durable(self.topics.hb, self.heartbeat(), retain=True)
         self.heartbeats_sent += 1
         self.seq.store()
+        trim_memory()  # freed picture buffers go back to the system, not into a pool
 
     # --- commands ---------------------------------------------------------------------
 

@@ -13,10 +13,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -25,6 +23,7 @@ from agent.identity import Identity
 from agent.sample import STREET, scene
 from command_centre.keys import Home, Registry
 from command_centre.localbroker import LocalBroker, free_port
+from video import encode
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -72,19 +71,10 @@ def bench(cc_home: Home, tmp_path: Path) -> Iterator[Bench]:
 
 
 def make_h264_clip(path: Path, width: int, height: int, fps: int, seconds: int) -> Path:
-    """Encode the sample street scene to H.264 (libx264 via PyAV) in Matroska."""
-    with av.open(str(path), "w", format="matroska") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)}
-        stream.time_base = Fraction(1, fps)
-        for t in range(fps * seconds):
-            frame = av.VideoFrame.from_ndarray(scene(width, height, t), format="bgr24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    """Encode the sample street scene to H.264 (libx264 via PyAV) in Matroska: a keyframe
+    every second."""
+    encode((scene(width, height, t) for t in range(fps * seconds)), path, fps,
+           {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps)})
     return path
 
 

@@ -6,7 +6,8 @@ Shared by the health unit tests and the fault integration tests.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -48,16 +49,20 @@ def make(kind: str, seed: int = 1) -> Callable[[int], Frame]:
     }[kind]
 
 
-def encode(frames: Iterator[Frame] | list[Frame], path: Path | None = None,
-           fps: int = 5) -> bytes | Path:
-    """H.264 (libx264) in Matroska, to ``path`` or returned as bytes."""
+def encode(frames: Iterable[Frame], path: Path | None = None, fps: int = 5,
+           options: dict[str, str] | None = None) -> bytes | Path:
+    """H.264 (libx264) in Matroska, to ``path`` or returned as bytes. Default options:
+    ultrafast, a keyframe every 2 s."""
     target: io.BytesIO | str = str(path) if path else io.BytesIO()
+    pictures = iter(frames)
+    first = next(pictures)
     with av.open(target, "w", format="matroska") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"preset": "ultrafast", "g": str(fps * 2)}
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = options or {"preset": "ultrafast", "g": str(fps * 2)}
         stream.time_base = Fraction(1, fps)
-        for i, img in enumerate(frames):
+        for i, img in enumerate(itertools.chain([first], pictures)):
             vf = av.VideoFrame.from_ndarray(img, format="bgr24")
             vf.pts = i
             for packet in stream.encode(vf):

@@ -78,3 +78,9 @@ def test_auto_falls_back_to_software_where_no_hardware_encoder_works() -> None:
     assert pick_h264_encoder("software") == "libx264"
     assert pick_h264_encoder("auto") in ("libx264", "h264_v4l2m2m")
     assert pick_h264_encoder("no-such-encoder") == "libx264"
+
+
+def test_the_daemon_keeps_big_pictures_out_of_the_malloc_arenas() -> None:
+    from agent.sysinfo import trim_memory, tune_malloc
+    assert tune_malloc()  # glibc (Debian, Raspberry Pi OS) accepts both settings
+    trim_memory()
