@@ -92,7 +92,7 @@ class Bandwidth:
             return 0
         with self._lock:
             cameras = max(1, len(self._live))
-        return int(self.kbps * 1000 * (1 - self.reserve_share) * 0.85 / cameras)
+        return int(self.kbps * 1000 * (1 - self.reserve_share) / cameras)
 
     def status(self) -> dict[str, int]:
         """For the heartbeat: the cap and what the box really sent (bits/s, last 10 s)."""
