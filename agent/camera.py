@@ -297,8 +297,15 @@ class AvSource:
         elif not (decode_all and self._synced):
             self._synced = False
             return SKIPPED
+        ctx = self._stream.codec_context
         try:
-            frames = self._stream.codec_context.decode(packet)
+            frames = ctx.decode(packet)
+            if not frames and not decode_all:
+                # A stream with B-frames holds pictures back until later ones arrive, which
+                # idle reading never sends: drain the keyframe out now, then start afresh.
+                frames = ctx.decode(None)
+                ctx.flush_buffers()
+                self._synced = False
         except (av.error.FFmpegError, ValueError):
             self._synced = False  # a damaged picture: wait for the next keyframe
             return SKIPPED

@@ -179,6 +179,7 @@ class H264Encoder:
         self._size = (0, 0)
         self._pts = 0
         self._want_key = True
+        self._stale = False
 
     def request_keyframe(self) -> None:
         """Make the next picture a keyframe (a new viewer is waiting)."""
@@ -186,12 +187,13 @@ class H264Encoder:
 
     def tune(self, fps: float | None = None, quality: int | None = None,
              max_bitrate: int | None = None) -> None:
-        """Change frame rate, quality or cap; takes effect at the next picture."""
+        """Change frame rate, quality or cap; takes effect at the next picture (safe to call
+        from another thread: the encoding thread reopens the encoder itself)."""
         new = (fps or self.fps, quality or self.quality,
                self.max_bitrate if max_bitrate is None else max_bitrate)
         if new != (self.fps, self.quality, self.max_bitrate):
             self.fps, self.quality, self.max_bitrate = new
-            self.close()
+            self._stale = True
 
     def _open(self, width: int, height: int) -> av.VideoCodecContext:
         ctx = cast(av.VideoCodecContext, av.CodecContext.create(self.name, "w"))
@@ -235,15 +237,17 @@ class H264Encoder:
         None if the encoder holds it back (hardware latency)."""
         pic = fit_width_frame(pic, self.max_width)
         size = (pic.width, pic.height)
-        if self._ctx is None or size != self._size:
+        if self._ctx is None or size != self._size or self._stale:
+            self._stale = False
             self._ctx, self._size = self._open(*size), size
+        ctx = self._ctx
         pic.pts = self._pts
         self._pts += 1
         pic.pict_type = (av.video.frame.PictureType.I if self._want_key
                          else av.video.frame.PictureType.NONE)
         self._want_key = False
         try:
-            packets = self._ctx.encode(pic)
+            packets = ctx.encode(pic)
         except Exception as exc:
             self._ctx = None
             raise EncodeError(f"the H.264 encoder {self.name} failed "
