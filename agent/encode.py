@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import EncodeError
-from agent.picture import Picture, frame_planes, new_i420_frame
+from agent.picture import FramePool, Picture, frame_planes, new_i420_frame
 
 Frame = npt.NDArray[np.uint8]
 
@@ -180,6 +180,8 @@ class H264Encoder:
         self._pts = 0
         self._want_key = True
         self._stale = False
+        self.frames = FramePool()
+        """Input frames to write masked pictures into (encoding thread only)."""
 
     def request_keyframe(self) -> None:
         """Make the next picture a keyframe (a new viewer is waiting)."""
@@ -223,6 +225,7 @@ class H264Encoder:
     def close(self) -> None:
         """Drop the encoder and its buffers (idle); the next picture opens a new one."""
         self._ctx = None
+        self.frames.clear()
 
     def encode(self, frame: Frame) -> Encoded | None:
         """Encode one masked BGR frame (converted to I420 first)."""
@@ -235,7 +238,7 @@ class H264Encoder:
     def encode_frame(self, pic: av.VideoFrame) -> Encoded | None:
         """Encode one masked yuv420p frame (downscaled to ``max_width`` first if wider);
         None if the encoder holds it back (hardware latency)."""
-        pic = fit_width_frame(pic, self.max_width)
+        pic = fit_width_frame(pic, self.max_width, self.frames)
         size = (pic.width, pic.height)
         if self._ctx is None or size != self._size or self._stale:
             self._stale = False
@@ -259,13 +262,14 @@ class H264Encoder:
         return Encoded(data, self.codec, key, size[0], size[1])
 
 
-def fit_width_frame(pic: av.VideoFrame, max_width: int) -> av.VideoFrame:
+def fit_width_frame(pic: av.VideoFrame, max_width: int,
+                    pool: FramePool | None = None) -> av.VideoFrame:
     """Downscale a yuv420p frame to at most ``max_width`` wide (sides stay even)."""
     if max_width <= 0 or pic.width <= max_width:
         return pic
     new_w = max(2, max_width & ~1)
     new_h = max(2, round(pic.height * new_w / pic.width) & ~1)
-    out, planes = new_i420_frame(new_w, new_h)
+    out, planes = pool.get(new_w, new_h) if pool else new_i420_frame(new_w, new_h)
     for src, dst in zip(frame_planes(pic), planes, strict=True):
         cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=cv2.INTER_AREA)
     return out

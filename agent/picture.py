@@ -37,6 +37,34 @@ def new_i420_frame(width: int, height: int) -> tuple[av.VideoFrame, Planes]:
     return frame, frame_planes(frame)
 
 
+class FramePool:
+    """One reusable yuv420p frame per size, for a single thread that fills and encodes them.
+
+    Encoders copy what they are given (libx264 does at once); if one still holds on to a
+    buffer, ``make_writable`` gives us a fresh one instead. Saves allocating (and the kernel
+    zeroing) megabytes for every picture.
+    """
+
+    def __init__(self, sizes: int = 2) -> None:
+        self._frames: dict[tuple[int, int], av.VideoFrame] = {}
+        self._sizes = sizes
+
+    def get(self, width: int, height: int) -> tuple[av.VideoFrame, Planes]:
+        """A writable frame of this size and views of its planes."""
+        frame = self._frames.get((width, height))
+        if frame is None:
+            if len(self._frames) >= self._sizes:
+                self._frames.pop(next(iter(self._frames)))
+            frame = self._frames[(width, height)] = av.VideoFrame(width, height, "yuv420p")
+        else:
+            frame.make_writable()
+        return frame, frame_planes(frame)
+
+    def clear(self) -> None:
+        """Drop the frames (the camera went idle)."""
+        self._frames.clear()
+
+
 def i420_planes(i420: Frame, width: int, height: int) -> tuple[Frame, Frame, Frame]:
     """Views of the Y, U and V planes of a packed I420 array (even width and height)."""
     flat = i420.reshape(-1)

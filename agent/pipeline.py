@@ -21,7 +21,7 @@ from agent.config import CameraConfig
 from agent.encode import Encoder, H264Encoder, JpegEncoder
 from agent.envelope import key_announcement, seal_frame
 from agent.errors import AgentError
-from agent.picture import Picture, new_i420_frame
+from agent.picture import Picture
 from agent.privacy import Frame, ShareMask
 from agent.protocol import FrameHeader, Topics
 
@@ -187,7 +187,7 @@ class CameraPipeline(threading.Thread):
                 planes = pic.planes()
                 height, width = planes[0].shape
                 _x, _y, w, h = self.mask.box_i420(width, height, self.cam.crop)
-                into_frame, into = new_i420_frame(w, h)  # the encoder's input, written once
+                into_frame, into = enc_to.frames.get(w, h)  # the encoder's input, written once
                 roi = self.mask.mask_i420(planes, into, crop=self.cam.crop)
                 enc = enc_to.encode_frame(into_frame)
             else:

@@ -49,7 +49,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
-from agent import crypto, identity
+from agent import crypto, identity, sysinfo
 from agent.camera import SKIPPED, AvSource, CaptureThread, FrameSource, OpenCVSource, Skipped
 from agent.config import Source
 from agent.encode import H264Decoder, H264Encoder, JpegEncoder, crf_for
@@ -308,8 +308,10 @@ def ours_run(clip: Path, frames: int, lab: Lab | None) -> tuple[float, float]:
     seq = 0
     while (pic := q.get()) is not None:
         seq += 1
-        masked, _box = mask.apply_i420(pic.i420(), crop=False)
-        out = enc.encode_i420(masked)
+        box = mask.box_i420(pic.width, pic.height)
+        into_frame, into = enc.frames.get(box[2], box[3])
+        mask.mask_i420(pic.planes(), into)
+        out = enc.encode_frame(into_frame)
         assert out is not None
         h, w = pic.height, pic.width
         header = FrameHeader(agent="bench", camera="front", epoch=1, seq=seq,
@@ -606,6 +608,7 @@ def main() -> None:
                         help="short runs (RSS 1 minute, cap 20 s); print, do not write docs")
     parser.add_argument("--rss-minutes", type=float, default=10)
     args = parser.parse_args()
+    sysinfo.tune_malloc()  # as `edge-agent run` does: ours is measured in this process
     if shutil.which("ffmpeg") is None:
         sys.exit("bench/live_video.py needs the ffmpeg command (the peer): "
                  "scripts/setup.sh --bench")
