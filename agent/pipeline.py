@@ -307,6 +307,9 @@ class CameraPipeline(threading.Thread):
                 next_snap = self._clock() + (self.cam.snapshot_interval or 86400)
             if live:
                 self._send_live(frame, at_wall)
+            # Let go of the picture before waiting: it pins one of the decoder's buffers.
+            del got, frame
+            if live:
                 next_live = max(next_live + 1.0 / self.live_fps, self._clock())
                 self._wake.wait(max(0.0, next_live - self._clock()))
                 self._wake.clear()
