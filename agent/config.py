@@ -32,7 +32,8 @@ def _check_range(path: str, value: object, lo: float, hi: float, kind: type = fl
         ok_type = isinstance(value, int) and not isinstance(value, bool)
     if not ok_type or not lo <= value <= hi:  # type: ignore[operator]
         what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{path}: {value!r} is not valid; expected {what} from {lo:g} to {hi:g}")
+        span = f"{lo:.0f} to {hi:.0f}" if kind is int else f"{lo:g} to {hi:g}"
+        raise ConfigError(f"{path}: {value!r} is not valid; expected {what} from {span}")
     return float(value)  # type: ignore[arg-type]
 
 
