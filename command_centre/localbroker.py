@@ -120,17 +120,24 @@ class LocalBroker:
         with (self.workdir / "mosquitto.log").open("ab") as log:
             self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
                                          stderr=subprocess.STDOUT)
+        # mosquitto opens its listeners one after another: wait for every one of them, or a
+        # client of the second could be refused a moment after the first accepts.
+        waiting = [self.port]
+        if self.plain and self.production is None:
+            waiting.append(self.plain_port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BrokerError(f"mosquitto exited at start; see {self.workdir}/mosquitto.log")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                if not waiting:
                     return self
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout:.0f} s")
+        raise BrokerError(f"mosquitto did not listen on port {waiting[0]} within {timeout:.0f} s")
 
     def stop(self) -> None:
         """Stop mosquitto (SIGTERM, then SIGKILL after 5 s)."""
