@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT_MS = 8000
 READ_TIMEOUT_MS = 8000
-IDLE_SAMPLE_INTERVAL = 0.5
-"""Seconds between pictures a USB camera converts while nobody watches."""
+IDLE_SAMPLE_INTERVAL = 3.0
+"""While nobody watches, a picture is decoded at most this often (the first keyframe after
+it has passed; health checks run on it). Nearly all of an idle box's decoding cost is
+keyframes, so this halves it at a 2 s GOP."""
 
 
 class CameraState(enum.Enum):
@@ -49,6 +51,17 @@ class CameraState(enum.Enum):
     MASKED_OFF = "masked-off"
     OFF = "off"
     STOPPED = "stopped"
+
+
+class Decode(enum.Enum):
+    """How much of the stream ``read`` decodes."""
+
+    ALL = "all"
+    """Every picture (a live view)."""
+    KEYFRAMES = "keyframes"
+    """Keyframes only (someone needs a picture soon)."""
+    NONE = "none"
+    """Nothing: packets are read (the connection stays alive) and dropped."""
 
 
 class Skipped:
@@ -79,11 +92,11 @@ class FrameSource(Protocol):
         """Connect; raise CameraError with a one-sentence reason on failure."""
         ...
 
-    def read(self, decode_all: bool = True) -> Read:
+    def read(self, decode: Decode = Decode.ALL) -> Read:
         """Return the next picture, SKIPPED or None (see :data:`Read`).
 
-        With ``decode_all`` False the source may decode only some pictures (keyframes):
-        that is how an idle box avoids decoding every frame of a stream nobody watches.
+        ``decode`` says which pictures to decode (see :class:`Decode`): that is how an idle
+        box avoids decoding every frame of a stream nobody watches.
         """
         ...
 
@@ -123,7 +136,6 @@ class OpenCVSource:
         self._clock = clock
         self._interval = 0.0
         self._next = 0.0
-        self._retrieved_at = 0.0
 
     def open(self) -> None:
         """Open the source. Raises CameraError naming the camera (password removed)."""
@@ -155,20 +167,19 @@ class OpenCVSource:
             self._next = self._clock()
         self._cap = cap
 
-    def read(self, decode_all: bool = True) -> Read:
+    def read(self, decode: Decode = Decode.ALL) -> Read:
         """Read the next frame; files rewind at their end. USB cameras deliver raw or MJPEG
-        pictures: while idle only two a second are converted (the rest are grabbed and
-        dropped, so the driver's queue never goes stale)."""
+        pictures, each a "keyframe": unless asked for all, one is converted when asked
+        (:attr:`Decode.KEYFRAMES`) and the rest are grabbed and dropped, so the driver's
+        queue never goes stale."""
         cap = self._cap
         if cap is None:
             return None
-        if not decode_all and self.source.kind == "usb":
+        if decode is not Decode.ALL and self.source.kind == "usb":
             if not cap.grab():
                 return None
-            now = self._clock()
-            if now - self._retrieved_at < IDLE_SAMPLE_INTERVAL:
+            if decode is Decode.NONE:
                 return SKIPPED
-            self._retrieved_at = now
             ok, frame = cap.retrieve()
             return Picture(bgr=cast(Frame, frame)) if ok and frame is not None else None
         if self._interval:
@@ -195,8 +206,8 @@ class AvSource:
     """RTSP or a video file via PyAV (FFmpeg). Files loop forever, paced at their frame rate.
 
     Every packet is read (that is cheap: bytes off the socket), but pictures are decoded
-    only when asked: with ``decode_all`` False only keyframes are decoded, which is what
-    keeps an idle box cool. Non-keyframes depend on the frames before them, so after
+    only when asked (:class:`Decode`): keyframes only, or none, is what keeps an idle box
+    cool. Non-keyframes depend on the frames before them, so after
     decoding has been skipped it resumes at the next keyframe, never mid-chain (no
     smeared pictures).
     """
@@ -277,8 +288,8 @@ class AvSource:
             self._synced = False
         return None
 
-    def read(self, decode_all: bool = True) -> Read:
-        """Read one packet; decode it if it is a keyframe, or if ``decode_all``."""
+    def read(self, decode: Decode = Decode.ALL) -> Read:
+        """Read one packet; decode it as ``decode`` says (keyframes, all, or none)."""
         if self._container is None or self._stream is None:
             return None
         if self._interval:
@@ -292,6 +303,10 @@ class AvSource:
             return None
         if packet is None:
             return None
+        decode_all = decode is Decode.ALL
+        if decode is Decode.NONE:
+            self._synced = False
+            return SKIPPED
         if packet.is_keyframe:
             self._synced = True
         elif not (decode_all and self._synced):
@@ -406,7 +421,11 @@ class CaptureThread(threading.Thread):
         self.stats = CaptureStats()
         self.heartbeat_at = clock()
         self.decode_all = False
-        """True while someone needs every picture (a live view); else keyframes suffice."""
+        """True while someone needs every picture (a live view); else a keyframe now and
+        then suffices (every ``idle_interval`` s, or when :meth:`want_picture` asks)."""
+        self.idle_interval = IDLE_SAMPLE_INTERVAL
+        self._wanted = True
+        self._gap = 0.0  # between the last two packets: when the next one will be there
         self._clock = clock
         self._stop_event = threading.Event()
         self._backoff = backoff or Backoff()
@@ -415,18 +434,31 @@ class CaptureThread(threading.Thread):
         """Ask the thread to end; join() it afterwards."""
         self._stop_event.set()
 
+    def want_picture(self) -> None:
+        """Decode the next keyframe even if idle (a snapshot is due and wants a fresh one)."""
+        self._wanted = True
+
+    def _decode(self, now: float) -> Decode:
+        if self.decode_all:
+            return Decode.ALL
+        if self._wanted or now + self._gap - self.stats.last_frame_at >= self.idle_interval:
+            return Decode.KEYFRAMES
+        return Decode.NONE
+
     def _stream(self) -> None:
         stats = self.stats
         while not self._stop_event.is_set():
-            self.heartbeat_at = self._clock()
-            frame = self.source.read(self.decode_all)
+            self.heartbeat_at = now = self._clock()
+            frame = self.source.read(self._decode(now))
             if frame is None:
                 return
             now = self._clock()
+            self._gap = min(1.0, now - stats.last_packet_at)
             stats.packets_in += 1
             stats.last_packet_at = now
             if isinstance(frame, Skipped):
                 continue
+            self._wanted = False
             stats.frames_in += 1
             stats.height, stats.width = frame.height, frame.width
             stats.last_frame_at = now
@@ -456,6 +488,7 @@ class CaptureThread(threading.Thread):
                         "%s", message)
                 stats.state, stats.last_error = CameraState.OFFLINE, message
             else:
+                self._wanted = True  # a picture as soon as the stream gives one
                 try:
                     self._stream()
                 except Exception as exc:

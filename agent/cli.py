@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from agent import __version__, config, identity, rtspprobe, sysinfo
-from agent.camera import Skipped, make_source
+from agent.camera import Decode, Skipped, make_source
 from agent.config import AgentConfig, CameraConfig
 from agent.encode import JpegEncoder
 from agent.errors import AgentError, CameraError, Rejected
@@ -96,7 +96,7 @@ def _grab(cam: CameraConfig, timeout: float = 15.0) -> object:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            frame = src.read(decode_all=False)  # the first keyframe will do
+            frame = src.read(Decode.KEYFRAMES)  # the first keyframe will do
             if frame is None:
                 break
             if not isinstance(frame, Skipped):

@@ -1,7 +1,8 @@
 """Camera health from sampled, downscaled frames: frozen, dark/covered, out of focus, moved.
 
-Cheap by design: a camera is looked at most twice a second, on a 320x180 grey thumbnail
-(plus a 640-wide one for sharpness), cut from the frame by striding before any resize.
+Cheap by design: a camera is looked at most twice a second (while idle, at each keyframe the
+capture thread decodes: one every 3 s or so), on a 320x180 grey thumbnail (plus a 640-wide
+one for sharpness), cut from the frame by striding before any resize.
 
 How each fault is decided (each needs ``CONFIRM`` samples in a row to set and to clear, so a
 passing bus does not flap it):

@@ -1,5 +1,6 @@
 """One thread that watches every camera: samples frames for health (at most twice a second
-per camera) and reports each change of state or fault at once, as an event."""
+per camera; an idle camera's pictures are seconds apart) and reports each change of state
+or fault at once, as an event."""
 
 from __future__ import annotations
 

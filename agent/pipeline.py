@@ -44,13 +44,16 @@ class Epoch:
 
 ADAPT_EVERY = 5.0
 """Seconds between adjustments of the live encoder to the upload cap."""
+SNAPSHOT_MAX_AGE = 1.0
+"""A snapshot taken while idle waits for a picture at most this old (the next keyframe)."""
 
 
 class CameraPipeline(threading.Thread):
     """Takes the newest frame at most ``fps`` times a second and sends it out masked.
 
     Live video uses ``encoder`` (H.264 or JPEG); snapshots always ``snapshot_encoder``
-    (JPEG). While nobody watches, the capture thread is told to decode keyframes only.
+    (JPEG). While nobody watches, the capture thread decodes a keyframe now and then; a
+    snapshot due asks it for a fresh one.
     """
 
     def __init__(self, cam: CameraConfig, capture: CaptureThread, encoder: Encoder,
@@ -297,10 +300,15 @@ class CameraPipeline(threading.Thread):
                 self._wake.wait(wait)
                 self._wake.clear()
                 continue
+            if snap and not live:
+                self.capture.want_picture()  # idle pictures are seconds apart: ask for one
             got = self.capture.latest.get_newer(seen, timeout=1.0)
             if got is None:
                 continue
             seen, frame, at = got
+            if snap and not live and self._clock() - at > SNAPSHOT_MAX_AGE:
+                del got, frame
+                continue  # an old idle picture: the one asked for is on its way
             at_wall = self._wall() - max(0.0, self._clock() - at)  # when it was captured
             if snap and self._send_snapshot(frame, at_wall):
                 self._snap_requested.clear()

@@ -30,12 +30,15 @@ class Collector:
 
     def __init__(self) -> None:
         self.frames: dict[str, list[OpenedFrame]] = {}
+        self.arrived: dict[str, list[float]] = {}
+        """Wall-clock arrival time of each frame, beside ``frames``."""
         self.signed: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
 
     def __call__(self, frame: OpenedFrame) -> None:
         with self.lock:
             self.frames.setdefault(frame.header.camera, []).append(frame)
+            self.arrived.setdefault(frame.header.camera, []).append(time.time())
 
     def on_signed(self, kind: str, body: dict[str, Any]) -> None:
         with self.lock:
