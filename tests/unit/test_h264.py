@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,7 +81,9 @@ def test_auto_falls_back_to_software_where_no_hardware_encoder_works() -> None:
     assert pick_h264_encoder("no-such-encoder") == "libx264"
 
 
-def test_the_daemon_keeps_big_pictures_out_of_the_malloc_arenas() -> None:
+def test_the_daemon_keeps_big_pictures_out_of_the_malloc_arenas_and_huge_pages() -> None:
     from agent.sysinfo import trim_memory, tune_malloc
     assert tune_malloc()  # glibc (Debian, Raspberry Pi OS) accepts both settings
     trim_memory()
+    status = Path("/proc/self/status").read_text()
+    assert "THP_enabled:\t0" in status  # x264's picture buffers stay in 4 KB pages
