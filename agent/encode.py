@@ -160,7 +160,10 @@ class H264Encoder:
     more encoding time (bench/live_video.py); the uplink is the scarcer resource.
 
     Every keyframe carries its parameter sets, so a viewer can join at any keyframe. A
-    keyframe comes at least every ``gop_seconds`` and at once after ``request_keyframe``.
+    keyframe comes at once after ``request_keyframe`` (every live start, key epoch and
+    lost frame asks for one) and at least every ``gop_seconds``: 4 s, because keyframes
+    are most of the bytes of a street view (4 s rather than 2 takes about 17 % fewer bytes
+    at the same SSIM) and a viewer who asks never waits for the periodic one.
     ``max_bitrate`` (bits/s, 0 = none) caps the stream; the encoder then lowers quality,
     not the frame rate. Changing size, quality or cap opens a new encoder (and so starts
     with a keyframe).
@@ -169,7 +172,7 @@ class H264Encoder:
     codec = "h264"
 
     def __init__(self, fps: float = 5.0, quality: int = 70, max_width: int = 0,
-                 gop_seconds: float = 2.0, encoder: str = "auto", max_bitrate: int = 0) -> None:
+                 gop_seconds: float = 4.0, encoder: str = "auto", max_bitrate: int = 0) -> None:
         if not 1 <= quality <= 100:
             raise EncodeError(f"H.264 quality {quality} is out of range; expected 1 to 100")
         self.fps, self.quality, self.max_width = fps, quality, max_width

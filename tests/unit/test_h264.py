@@ -18,11 +18,11 @@ def frames(n: int, w: int = 640, h: int = 360) -> list[np.ndarray]:
 
 
 def test_keyframes_come_first_on_request_and_within_the_gop() -> None:
-    enc = H264Encoder(fps=5, quality=70, gop_seconds=2.0, encoder="software")
-    out = [enc.encode(f) for f in frames(25)]
+    enc = H264Encoder(fps=5, quality=70, encoder="software")
+    out = [enc.encode(f) for f in frames(45)]
     keys = [i for i, e in enumerate(out) if e is not None and e.keyframe]
-    assert keys[0] == 0
-    assert all(b - a <= 10 for a, b in itertools.pairwise(keys))  # 2 s at 5 fps
+    assert keys[0] == 0 and len(keys) >= 3
+    assert all(b - a <= 20 for a, b in itertools.pairwise(keys))  # 4 s at 5 fps
     enc.request_keyframe()
     again = enc.encode(frames(1)[0])
     assert again is not None and again.keyframe and again.codec == "h264"
