@@ -152,6 +152,10 @@ def crf_for(quality: int) -> int:
     return max(12, min(51, round(51 - 0.3 * quality)))
 
 
+GOP_SECONDS = 4.0
+"""Longest time between H.264 keyframes (see :class:`H264Encoder`)."""
+
+
 class H264Encoder:
     """H.264 through PyAV: libx264 (superfast, zero latency) or a hardware encoder.
 
@@ -172,7 +176,8 @@ class H264Encoder:
     codec = "h264"
 
     def __init__(self, fps: float = 5.0, quality: int = 70, max_width: int = 0,
-                 gop_seconds: float = 4.0, encoder: str = "auto", max_bitrate: int = 0) -> None:
+                 gop_seconds: float = GOP_SECONDS, encoder: str = "auto",
+                 max_bitrate: int = 0) -> None:
         if not 1 <= quality <= 100:
             raise EncodeError(f"H.264 quality {quality} is out of range; expected 1 to 100")
         self.fps, self.quality, self.max_width = fps, quality, max_width

@@ -59,7 +59,7 @@ from agent.camera import (
     OpenCVSource,
 )
 from agent.config import Source
-from agent.encode import H264Decoder, H264Encoder, JpegEncoder, crf_for
+from agent.encode import GOP_SECONDS, H264Decoder, H264Encoder, JpegEncoder, crf_for
 from agent.envelope import OpenedFrame, seal_frame
 from agent.picture import Picture
 from agent.privacy import Polygon, ShareMask
@@ -350,7 +350,8 @@ def ffmpeg_run(clip: Path, frames: int, work: Path, width: int, height: int
     cmd = ["ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", "-i", str(clip),
            "-filter_complex", graph, "-map", "[v]", "-frames:v", str(frames),
            "-c:v", "libx264", "-preset", "superfast", "-tune", "zerolatency",
-           "-crf", str(crf_for(H264_QUALITY)), "-g", str(2 * CAMERA_FPS), "-f", "null", "-"]
+           "-crf", str(crf_for(H264_QUALITY)), "-g", str(round(GOP_SECONDS * CAMERA_FPS)),
+           "-f", "null", "-"]
     wall = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _pid, status, usage = os.wait4(proc.pid, 0)
