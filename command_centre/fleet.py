@@ -68,6 +68,15 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
+def picture_size(camera: dict[str, Any]) -> str:
+    """``2560x1440 4MP``, ``1280x720 below 4MP``, or ``no picture yet`` (a camera still
+    connecting has no size, and is not called below 4 MP for it)."""
+    if not camera.get("width"):
+        return "no picture yet"
+    mp = "4MP" if camera.get("meets_4mp") else "below 4MP"
+    return f"{camera['width']}x{camera['height']} {mp}"
+
+
 def table(fleet: list[dict[str, Any]]) -> str:
     """A plain-text table for a terminal."""
     lines = [f"{'AGENT':<24} {'STATUS':<8} {'LAST HB':>7} {'BACKLOG':>7}  CAMERAS"]
@@ -76,10 +85,8 @@ def table(fleet: list[dict[str, Any]]) -> str:
                                                  else "offline")
         cams = []
         for c in row["cameras"]:
-            res = f"{c['width']}x{c['height']}" if c.get("width") else "no picture"
-            mp = "4MP" if c.get("meets_4mp") else "below 4MP"
             faults = f" [{', '.join(c['faults'])}]" if c.get("faults") else ""
-            cams.append(f"{c['id']}: {c['state']} {res} {mp}{faults}")
+            cams.append(f"{c['id']}: {c['state']} {picture_size(c)}{faults}")
         backlog = "-" if row.get("backlog") is None else str(row["backlog"])
         lines.append(f"{row['agent']:<24} {status:<8} {_age(row['last_heartbeat_age_s']):>7} "
                      f"{backlog:>7}  " + ("; ".join(cams) or "-"))

@@ -22,6 +22,7 @@ from typing import Any
 from agent.encode import Frame, H264Decoder, JpegEncoder, decode_jpeg
 from agent.envelope import OpenedFrame
 from agent.errors import EncodeError
+from command_centre.fleet import picture_size
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,11 @@ the box and never left it.</p>{cams}<h2>Fleet</h2>{fleet}
 <script>setTimeout(function(){{location.reload()}}, 30000)</script></body></html>"""
 
 
+def camera_label(camera: dict[str, Any]) -> str:
+    """``front 2560x1440 4MP`` for the fleet table of the live page."""
+    return f"{camera['id']} {picture_size(camera)}"
+
+
 def make_handler(store: FrameStore, fleet: Callable[[], list[dict[str, Any]]]
                  ) -> type[BaseHTTPRequestHandler]:
     """An HTTP handler class bound to a frame store and a fleet source."""
@@ -176,7 +182,7 @@ def make_handler(store: FrameStore, fleet: Callable[[], list[dict[str, Any]]]
             rows = "".join(
                 f"<tr><td>{html.escape(r['agent'])}</td>"
                 f"<td>{'online' if r['online'] else 'offline'}</td>"
-                f"<td>{html.escape(', '.join(str(c['id']) + (' 4MP' if c['meets_4mp'] else ' below 4MP') for c in r['cameras']))}</td></tr>"  # noqa: E501
+                f"<td>{html.escape(', '.join(map(camera_label, r['cameras'])))}</td></tr>"
                 for r in fleet())
             table = f"<table><tr><th>agent</th><th>status</th><th>cameras</th></tr>{rows}</table>"
             self._send(HTTPStatus.OK, "text/html; charset=utf-8",

@@ -92,11 +92,13 @@ share = [{json.dumps(STREET)}]
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not stopping:
-            # Wait until the box is seen online (its first heartbeat), then show the table.
+            # Wait until the box is seen online with a picture from its camera (a heartbeat
+            # after the camera started streaming), then show the table.
             rows = json.loads(subprocess.run(
                 [str(BIN / "edge-cc"), "--home", str(home.path), "fleet", "--json", "--wait",
                  "1"], capture_output=True, text=True, timeout=30).stdout or "[]")
-            if rows and rows[0]["online"] and rows[0]["cameras"]:
+            cams = rows[0]["cameras"] if rows else []
+            if rows and rows[0]["online"] and cams and all(c.get("width") for c in cams):
                 break
         fleet = subprocess.run([str(BIN / "edge-cc"), "--home", str(home.path), "fleet",
                                 "--wait", "1"], capture_output=True, text=True,

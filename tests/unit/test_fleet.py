@@ -49,3 +49,16 @@ def test_prometheus_text_format() -> None:
     assert "# TYPE cctv_receiver_frames_total counter" in text
     for line in text.splitlines():
         assert line.startswith("#") or line.startswith("cctv_")
+
+
+def test_a_camera_without_a_picture_yet_is_not_called_below_4mp() -> None:
+    connecting = view(cam_state="connecting")
+    assert connecting.last_hb is not None
+    connecting.last_hb["cameras"][0].update(width=0, height=0, meets_4mp=False)
+    text = table(rows({"box-a": connecting}, [], NOW))
+    assert "front: connecting no picture yet" in text and "below 4MP" not in text
+    small = view()
+    assert small.last_hb is not None
+    small.last_hb["cameras"][0].update(width=1280, height=720, meets_4mp=False)
+    assert "front: streaming 1280x720 below 4MP" in table(rows({"box-a": small}, [], NOW))
+    assert "front: streaming 2560x1440 4MP" in table(rows({"box-a": view()}, [], NOW))
