@@ -89,13 +89,17 @@ def test_no_content_outside_share_region(polys: list[list[tuple[float, float]]],
     picture, roi = run_pipeline(frame, polys, quality, max_width, crop, codec)
 
     # Where the share region lies in the received picture: the source mask, cut to the
-    # region sent (roi), scaled like the picture was.
+    # region sent (roi), scaled like the picture was (by area: a received pixel shows
+    # shared content if any source pixel it averages is shared; a nearest-neighbour
+    # scale would miss that where a picture is shrunk several times).
     mask = ShareMask(tuple(Polygon(tuple(p)) for p in polys)).mask_for(width, height)
     x, y, w, h = roi
     mask = mask[y:y + h, x:x + w]
-    mask = cv2.resize(mask, (picture.shape[1], picture.shape[0]),
-                      interpolation=cv2.INTER_NEAREST)
-    near = cv2.dilate(mask, np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)) > 0
+    area = cv2.resize(mask, (picture.shape[1], picture.shape[0]),
+                      interpolation=cv2.INTER_AREA)
+    mask = np.where(area == 255, 255, 0).astype(np.uint8)  # wholly shared
+    near = cv2.dilate((area > 0).astype(np.uint8),
+                      np.ones((2 * BAND + 1, 2 * BAND + 1), np.uint8)) > 0
     outside = picture[~near]
     tol = TOL if codec == "jpeg" else TOL_H264
     if outside.size:
