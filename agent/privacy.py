@@ -25,6 +25,9 @@ from agent.picture import Planes, i420_planes, i420_size
 Frame = npt.NDArray[np.uint8]
 Point = tuple[float, float]
 Box = tuple[int, int, int, int]
+Fills = tuple[int, int, int]
+FILLS: Fills = (16, 128, 128)
+"""What a withheld pixel becomes in I420: black (Y 16, U and V 128)."""
 
 # Polygons smaller than this fraction of the frame are almost certainly a drawing mistake.
 MIN_AREA = 1e-4
@@ -93,7 +96,7 @@ class ShareMask:
     def __init__(self, polygons: tuple[Polygon, ...]) -> None:
         self.polygons = polygons
         self._cache: dict[tuple[int, int], tuple[Frame, tuple[int, int, int, int]]] = {}
-        self._cache420: dict[tuple[int, int, bool], tuple[Planes, Planes, Box]] = {}
+        self._cache420: dict[tuple[int, int, bool], tuple[Planes, Fills, Box]] = {}
         self._lock = threading.Lock()
         self.renders = 0
 
@@ -121,9 +124,13 @@ class ShareMask:
         ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         if len(xs) == 0:
             raise MaskError("the share region covers no pixel at this resolution")
-        bbox = (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
-        mask.setflags(write=False)
-        return mask, bbox
+        x, y = int(xs[0]), int(ys[0])
+        bbox = (x, y, int(xs[-1]) - x + 1, int(ys[-1]) - y + 1)
+        # Kept: the box only (outside it everything is withheld), a third of a 4 MP frame
+        # for a typical street.
+        box = np.ascontiguousarray(mask[y:y + bbox[3], x:x + bbox[2]])
+        box.setflags(write=False)
+        return box, bbox
 
     def _entry(self, width: int, height: int) -> tuple[Frame, tuple[int, int, int, int]]:
         key = (width, height)
@@ -139,8 +146,11 @@ class ShareMask:
             return entry
 
     def mask_for(self, width: int, height: int) -> Frame:
-        """Return the (read-only) 0/255 mask image for a resolution."""
-        return self._entry(width, height)[0]
+        """Return the 0/255 mask image for a resolution (a new array each call)."""
+        box, (x, y, w, h) = self._entry(width, height)
+        mask = np.zeros((height, width), dtype=np.uint8)
+        mask[y:y + h, x:x + w] = box
+        return mask
 
     def bbox_for(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Return the share region's bounding box ``(x, y, w, h)`` in pixels."""
@@ -160,21 +170,24 @@ class ShareMask:
             raise MaskError("the frame is not an 8-bit image; it was not shared")
         height, width = frame.shape[:2]
         mask, (x, y, w, h) = self._entry(width, height)
-        if crop:
-            frame, mask = frame[y:y + h, x:x + w], mask[y:y + h, x:x + w]
+        part = frame[y:y + h, x:x + w]
         try:
-            out = cast(Frame, cv2.bitwise_and(frame, frame, mask=mask))
+            shown = cast(Frame, cv2.bitwise_and(part, part, mask=mask))
         except cv2.error as exc:
             raise MaskError("the mask could not be applied to this frame; "
                             "it was not shared") from exc
+        if crop:
+            return shown
+        out = np.zeros_like(frame)  # outside the share region's box: nothing
+        out[y:y + h, x:x + w] = shown
         return out
 
-    def _entry420(self, width: int, height: int, crop: bool) -> tuple[Planes, Planes, Box]:
+    def _entry420(self, width: int, height: int, crop: bool) -> tuple[Planes, Fills, Box]:
         """The I420 mask and fill planes for a resolution, cut to the even-aligned box.
 
         A chroma sample covers 2x2 pixels: it is kept only if all four are shared, so no
         colour of a withheld pixel leaks into the picture. Withheld pixels become black
-        (Y 16, U and V 128).
+        (Y 16, U and V 128: the fills).
         """
         key = (width, height, crop)
         with self._lock:
@@ -191,12 +204,11 @@ class ShareMask:
             w = min(width - x, (bx + bw - x + 1) & ~1)
             h = min(height - y, (by + bh - y + 1) & ~1)
         luma = np.ascontiguousarray(mask[y:y + h, x:x + w])
+        del mask
         chroma = luma.reshape(h // 2, 2, w // 2, 2).min(axis=(1, 3))
-        luma_fill = np.where(luma == 0, 16, 0).astype(np.uint8)
-        chroma_fill = np.where(chroma == 0, 128, 0).astype(np.uint8)
-        for a in (luma, chroma, luma_fill, chroma_fill):
+        for a in (luma, chroma):
             a.setflags(write=False)
-        entry = ((luma, chroma, chroma), (luma_fill, chroma_fill, chroma_fill), (x, y, w, h))
+        entry = ((luma, chroma, chroma), FILLS, (x, y, w, h))
         with self._lock:
             if len(self._cache420) >= self.CACHE_LIMIT:
                 self._cache420.pop(next(iter(self._cache420)))
@@ -221,8 +233,8 @@ class ShareMask:
             for s, d, m, f in zip(crops, dst, masks, fills, strict=True):
                 if d.shape != m.shape or s.shape != m.shape:
                     raise MaskError("the picture does not match its mask; it was not shared")
-                cv2.bitwise_and(s, m, dst=d)
-                cv2.bitwise_or(d, f, dst=d)
+                d.fill(f)  # withheld everywhere, then the shared pixels copied over
+                cv2.copyTo(s, m, dst=d)
         except cv2.error as exc:
             raise MaskError("the mask could not be applied to this frame; "
                             "it was not shared") from exc
